@@ -1,0 +1,35 @@
+"""The project's facts, each stated once: image geometry, names, ports, paths."""
+
+from pathlib import Path
+
+# MNIST geometry: 28x28 grey images, the digit fitted in a 20x20 box and
+# centred by its centre of mass.
+IMAGE_SIZE = 28
+IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
+DIGIT_BOX_SIZE = 20
+NUM_CLASSES = 10
+
+# Names that clients of the exported model depend on.
+MODEL_NAME = "my_digit_classifier"
+INPUT_NAME = "image"
+PNG_INPUT_NAME = "image_png"
+PROBABILITIES_OUTPUT = "probabilities"
+DIGIT_OUTPUT = "digit"
+DEFAULT_SIGNATURE = "serving_default"
+PNG_SIGNATURE = "predict_png"
+PREDICT_METHOD = "tensorflow/serving/predict"
+SERVE_TAG = "serve"
+
+# TensorFlow Serving's ports: gRPC and REST, as in its Docker image.
+GRPC_PORT = 8500
+REST_PORT = 8501
+DEFAULT_SERVER_URL = f"http://localhost:{REST_PORT}"
+
+# Where things live, whatever the working directory.
+CODE_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = CODE_DIR.parent
+DEFAULT_DATA_PATH = PROJECT_DIR / "data" / "mnist.npz"
+DEFAULT_MODEL_PATH = CODE_DIR / "cnnModel.h5"
+DEFAULT_EXPORT_BASE = PROJECT_DIR / MODEL_NAME
+FIGURES_DIR = PROJECT_DIR / "figures"
+TEST_IMAGES_DIR = PROJECT_DIR / "test_images"

@@ -1,0 +1,65 @@
+"""MNIST, from the project's offline copy or from Keras' download."""
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from mnist_serving import config
+
+# The arrays of keras.datasets.mnist, with the shapes and dtypes it returns.
+EXPECTED_ARRAYS = {
+    "x_train": ((60000, config.IMAGE_SIZE, config.IMAGE_SIZE), np.uint8),
+    "y_train": ((60000,), np.uint8),
+    "x_test": ((10000, config.IMAGE_SIZE, config.IMAGE_SIZE), np.uint8),
+    "y_test": ((10000,), np.uint8),
+}
+
+
+class DatasetError(ValueError):
+    """The MNIST file is missing parts, damaged or of the wrong layout."""
+
+
+def load_mnist(path=config.DEFAULT_DATA_PATH):
+    """Loads MNIST in the layout of `keras.datasets.mnist.load_data()`.
+
+    Args:
+        path: An `.npz` file with `x_train`, `y_train`, `x_test` and `y_test`.
+            When it does not exist, Keras downloads MNIST instead.
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: uint8 images of 28x28 with
+        white digits on black, and uint8 labels 0 to 9.
+
+    Raises:
+        DatasetError: The file exists but is not a complete, valid MNIST.
+    """
+    path = Path(path)
+    if not path.exists():
+        import keras
+
+        return keras.datasets.mnist.load_data()
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in EXPECTED_ARRAYS if name in archive}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise DatasetError(f"{path} is not a readable .npz file: {error}") from None
+    for name, (shape, dtype) in EXPECTED_ARRAYS.items():
+        if name not in arrays:
+            raise DatasetError(f"{path} has no array '{name}'")
+        array = arrays[name]
+        if array.shape != shape or array.dtype != dtype:
+            raise DatasetError(
+                f"{path}: '{name}' is {array.dtype}{list(array.shape)}, "
+                f"expected {np.dtype(dtype)}{list(shape)}"
+            )
+    for name in ("y_train", "y_test"):
+        if arrays[name].max() >= config.NUM_CLASSES:
+            raise DatasetError(f"{path}: '{name}' has labels outside 0-9")
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def to_model_input(images):
+    """Scales uint8 images of shape (N, 28, 28) to float32 (N, 28, 28, 1) in 0..1."""
+    return (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]
