@@ -1,9 +1,12 @@
 """Shared fixtures: real models, real exports, real files in temporary folders."""
 
+import subprocess
+import sys
+
 import keras
 import pytest
 
-from mnist_serving import data, export, model
+from mnist_serving import config, data, export, model
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +28,35 @@ def export_base(tmp_path_factory, untrained_model, mnist):
     base = tmp_path_factory.mktemp("models") / "my_digit_classifier"
     export.export_model(untrained_model, base, version=1, check_images=mnist[1][0][:8])
     return base
+
+
+def run_script(script, *arguments, timeout=600, cwd=None):
+    """Runs one of the project's scripts in `code/` as a user would; returns the result."""
+    return subprocess.run(
+        [sys.executable, str(config.CODE_DIR / script), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+@pytest.fixture(scope="session")
+def smoke_training(tmp_path_factory):
+    """One real run of model_trainer.py on 1,000 training images for 1 epoch."""
+    folder = tmp_path_factory.mktemp("smoke")
+    result = run_script(
+        "model_trainer.py",
+        "--epochs",
+        1,
+        "--limit",
+        1000,
+        "--seed",
+        7,
+        "--output",
+        folder / "cnnModel.h5",
+        "--figures",
+        folder / "figures",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, result

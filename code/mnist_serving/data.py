@@ -26,20 +26,27 @@ def load_mnist(path=config.DEFAULT_DATA_PATH):
 
     Args:
         path: An `.npz` file with `x_train`, `y_train`, `x_test` and `y_test`.
-            When it does not exist, Keras downloads MNIST instead.
+            When it does not exist, Keras downloads MNIST instead (and keeps
+            it in ~/.keras/datasets).
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`: uint8 images of 28x28 with
         white digits on black, and uint8 labels 0 to 9.
 
     Raises:
-        DatasetError: The file exists but is not a complete, valid MNIST.
+        DatasetError: The file is not a complete, valid MNIST, or it is
+            absent and the download failed.
     """
     path = Path(path)
     if not path.exists():
         import keras
 
-        return keras.datasets.mnist.load_data()
+        try:
+            return keras.datasets.mnist.load_data()
+        except Exception as error:  # noqa: BLE001 - network errors come in many kinds.
+            raise DatasetError(
+                f"{path} does not exist and Keras could not download MNIST: {error}"
+            ) from None
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in EXPECTED_ARRAYS if name in archive}

@@ -34,9 +34,7 @@ def version_numbers(export_base):
     if not base.is_dir():
         return []
     return sorted(
-        int(child.name)
-        for child in base.iterdir()
-        if child.is_dir() and child.name.isdigit()
+        int(child.name) for child in base.iterdir() if child.is_dir() and child.name.isdigit()
     )
 
 
@@ -82,9 +80,7 @@ def build_archive(model):
         digits = tf.argmax(probabilities, axis=1, output_type=tf.int64)
         return {config.PROBABILITIES_OUTPUT: probabilities, config.DIGIT_OUTPUT: digits}
 
-    @tf.function(
-        input_signature=[tf.TensorSpec([None, *config.IMAGE_SHAPE], tf.float32)]
-    )
+    @tf.function(input_signature=[tf.TensorSpec([None, *config.IMAGE_SHAPE], tf.float32)])
     def image(image):
         return outputs(image)
 
@@ -92,19 +88,27 @@ def build_archive(model):
     def image_png(image_png):
         def decode(png):
             pixels = tf.io.decode_png(png, channels=1)
-            tf.debugging.assert_equal(
-                tf.shape(pixels)[:2],
-                tf.constant([config.IMAGE_SIZE, config.IMAGE_SIZE]),
-                message=f"{config.PNG_INPUT_NAME} must be a "
-                f"{config.IMAGE_SIZE}x{config.IMAGE_SIZE} PNG",
-            )
-            return tf.ensure_shape(pixels, config.IMAGE_SHAPE)
+            fitted = tf.image.resize_with_crop_or_pad(pixels, config.IMAGE_SIZE, config.IMAGE_SIZE)
+            return fitted, tf.shape(pixels)[:2]
 
-        pixels = tf.map_fn(
+        pixels, sizes = tf.map_fn(
             decode,
             image_png,
-            fn_output_signature=tf.TensorSpec(config.IMAGE_SHAPE, tf.uint8),
+            fn_output_signature=(
+                tf.TensorSpec(config.IMAGE_SHAPE, tf.uint8),
+                tf.TensorSpec([2], tf.int32),
+            ),
         )
+        # Checked after the loop: inside it, TensorFlow does not order an
+        # assertion before the ops that follow it.
+        size_check = tf.debugging.assert_equal(
+            sizes,
+            tf.fill(tf.shape(sizes), config.IMAGE_SIZE),
+            message=f"{config.PNG_INPUT_NAME} must be a "
+            f"{config.IMAGE_SIZE}x{config.IMAGE_SIZE} PNG",
+        )
+        with tf.control_dependencies([size_check]):
+            pixels = tf.identity(pixels)
         return outputs(tf.cast(pixels, tf.float32) / 255.0)
 
     # The argument names above become the signatures' input names.
@@ -134,8 +138,10 @@ def describe_signature(signature_def):
         for key in sorted(tensors):
             tensor = tensors[key]
             dims = [dim.size for dim in tensor.tensor_shape.dim]
-            shape = "unknown_rank" if tensor.tensor_shape.unknown_rank else (
-                "(" + ", ".join(str(size) for size in dims) + ")"
+            shape = (
+                "unknown_rank"
+                if tensor.tensor_shape.unknown_rank
+                else ("(" + ", ".join(str(size) for size in dims) + ")")
             )
             lines += [
                 f"  {kind}s['{key}'] tensor_info:",
@@ -162,7 +168,11 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
     """
     signature_defs = read_signature_defs(saved_model_dir)
     expected_inputs = {
-        config.DEFAULT_SIGNATURE: (config.INPUT_NAME, types_pb2.DT_FLOAT, [-1, *config.IMAGE_SHAPE]),
+        config.DEFAULT_SIGNATURE: (
+            config.INPUT_NAME,
+            types_pb2.DT_FLOAT,
+            [-1, *config.IMAGE_SHAPE],
+        ),
         config.PNG_SIGNATURE: (config.PNG_INPUT_NAME, types_pb2.DT_STRING, [-1]),
     }
     expected_outputs = {

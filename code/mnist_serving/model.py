@@ -24,13 +24,13 @@ def build_model():
     stem = layers.MaxPooling2D(name="max_pooling2d_1")(stem)
 
     def branch(first, second, third, second_pool):
-        features = layers.Conv2D(
-            64, 3, padding="same", activation="relu", name=f"conv2d_{first}"
-        )(stem)
+        features = layers.Conv2D(64, 3, padding="same", activation="relu", name=f"conv2d_{first}")(
+            stem
+        )
         features = layers.MaxPooling2D(name=f"max_pooling2d_{second_pool}")(features)
-        return layers.Conv2D(
-            256, 3, padding="same", activation="relu", name=f"conv2d_{third}"
-        )(features)
+        return layers.Conv2D(256, 3, padding="same", activation="relu", name=f"conv2d_{third}")(
+            features
+        )
 
     left = branch(2, 2, 3, 2)
     right = branch(4, 4, 5, 3)
@@ -38,7 +38,5 @@ def build_model():
     features = layers.Flatten(name="flatten_1")(merged)
     features = layers.Dense(1000, activation="relu", name="dense_1")(features)
     features = layers.Dense(500, activation="relu", name="dense_2")(features)
-    probabilities = layers.Dense(
-        config.NUM_CLASSES, activation="softmax", name="dense_3"
-    )(features)
+    probabilities = layers.Dense(config.NUM_CLASSES, activation="softmax", name="dense_3")(features)
     return keras.Model(image, probabilities, name="two_branch_cnn")

@@ -6,6 +6,7 @@ shifts, as handwriting varies), label smoothing, and a learning rate that
 warms up, then decays along a cosine to zero by the last step.
 """
 
+import logging
 import math
 import os
 import tempfile
@@ -50,8 +51,7 @@ def split_validation(images, labels, validation_size, seed):
         return (images, labels), (images[:0], labels[:0])
     if validation_size >= len(images):
         raise ValueError(
-            f"validation size {validation_size} leaves no training images "
-            f"out of {len(images)}"
+            f"validation size {validation_size} leaves no training images out of {len(images)}"
         )
     order = np.random.default_rng(seed).permutation(len(images))
     held_out, kept = order[:validation_size], order[validation_size:]
@@ -63,9 +63,7 @@ def _random_affine_transforms(batch_size, seed):
     seeds = tf.random.experimental.stateless_split(seed, 5)
 
     def uniform(index, limit):
-        return tf.random.stateless_uniform(
-            [batch_size], seeds[index], minval=-limit, maxval=limit
-        )
+        return tf.random.stateless_uniform([batch_size], seeds[index], minval=-limit, maxval=limit)
 
     angle = uniform(0, math.radians(MAX_ROTATION_DEGREES))
     scale = 1.0 + uniform(1, MAX_SCALE_CHANGE)
@@ -114,9 +112,7 @@ def make_training_dataset(images, labels, batch_size, seed, augmentation=True):
     if augmentation:
         # One stateless seed per batch, new at every epoch: reproducible and
         # safe to compute in parallel.
-        batch_seeds = tf.data.Dataset.random(
-            seed=seed, rerandomize_each_iteration=True
-        ).batch(2)
+        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
             lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE,
@@ -148,14 +144,19 @@ def one_hot(labels):
 
 
 def evaluate(model, images, labels, batch_size=500):
-    """Classifies `images` and counts what went wrong, per class.
+    """Classifies `images` with `model`; see `evaluate_predictions`."""
+    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
+    return evaluate_predictions(probabilities, labels)
+
+
+def evaluate_predictions(probabilities, labels):
+    """Counts what went wrong, per class, given the predicted probabilities.
 
     Returns:
         `(metrics, predicted)`: a dict with `images`, `accuracy`,
-        `misclassified`, `per_class` (class -> images, misclassified) and the
+        `misclassified`, `per_class` (digit -> images, misclassified), and the
         predicted digit of every image.
     """
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
     wrong = predicted != labels
     per_class = {
@@ -166,7 +167,7 @@ def evaluate(model, images, labels, batch_size=500):
         for digit in range(config.NUM_CLASSES)
     }
     metrics = {
-        "images": int(len(labels)),
+        "images": len(labels),
         "accuracy": float(1.0 - wrong.mean()),
         "misclassified": int(wrong.sum()),
         "per_class": per_class,
@@ -211,3 +212,20 @@ def atomic_write(path, write):
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_model(model, path):
+    """Saves `model` for inference as HDF5, atomically (see `atomic_write`).
+
+    The optimizer state is left out: it would triple the file, and the file
+    is exported for serving, not trained further.
+    """
+    # Keras 3 logs that HDF5 is a legacy format at every save; the format is
+    # the original design's choice, so the warning only adds noise here.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        atomic_write(path, lambda temporary: model.save(temporary, include_optimizer=False))
+    finally:
+        absl_logger.setLevel(level)

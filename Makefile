@@ -1,0 +1,55 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Everything runs in .venv, which the first target that needs it creates.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+TEST_STAMP := $(VENV)/.test-installed
+
+.PHONY: help venv demo test lint train export serve classify clean
+
+help:
+	@echo "make demo      train, export, serve locally and classify test_images/"
+	@echo "make test      the whole test suite"
+	@echo "make train     code/model_trainer.py (5 epochs)"
+	@echo "make export    code/export_model.py (next version of my_digit_classifier/)"
+	@echo "make serve     code/model_server.py in the foreground (Ctrl-C stops it)"
+	@echo "make classify  code/serving_request.py on test_images/ (needs a server)"
+	@echo "make lint      ruff on code/, tests/ and bench/"
+	@echo "make clean     remove .venv, the trained model and its exports"
+
+$(RUNTIME_STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP) requirements-test.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+venv: $(RUNTIME_STAMP)
+
+test: $(TEST_STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check code tests bench
+
+train: $(RUNTIME_STAMP)
+	$(BIN)/python code/model_trainer.py
+
+export: $(RUNTIME_STAMP)
+	$(BIN)/python code/export_model.py
+
+serve: $(RUNTIME_STAMP)
+	$(BIN)/python code/model_server.py
+
+classify: $(RUNTIME_STAMP)
+	cd code && ../$(BIN)/python serving_request.py -i ../test_images
+
+demo: train export
+
+clean:
+	rm -rf $(VENV) code/cnnModel.h5 code/cnnModel.metrics.json
+	find my_digit_classifier -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +

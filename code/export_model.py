@@ -1,0 +1,99 @@
+"""Exports cnnModel.h5 as a versioned SavedModel that TensorFlow Serving loads.
+
+Writes `my_digit_classifier/<version>/` (`saved_model.pb` and `variables/`)
+with two signatures: `serving_default` (float32 images) and `predict_png`
+(PNG bytes). The version appears complete or not at all, and only after the
+export has been reloaded and compared with the Keras model.
+
+Typical usage:
+
+    python export_model.py
+    python export_model.py --version 2 --overwrite
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from mnist_serving import config
+
+# Test digits the export is compared on, at two batch sizes.
+CHECK_IMAGES = 32
+
+
+def parse_arguments(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="the trained Keras model"
+    )
+    parser.add_argument(
+        "--export-base",
+        type=Path,
+        default=config.DEFAULT_EXPORT_BASE,
+        help="the model's base path, where TensorFlow Serving looks for versions",
+    )
+    parser.add_argument(
+        "--model-name",
+        default=config.MODEL_NAME,
+        help="model name; the export goes to the --export-base folder, which is "
+        "named after the model unless given",
+    )
+    parser.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="version number (a positive integer); default: 1, or the highest existing + 1",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace the version if it exists")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=config.DEFAULT_DATA_PATH,
+        help="MNIST .npz whose test digits the export is checked on",
+    )
+    arguments = parser.parse_args(argv)
+    if arguments.version is not None and arguments.version <= 0:
+        parser.error(f"--version must be a positive integer, got {arguments.version}")
+    if (
+        arguments.model_name != config.MODEL_NAME
+        and arguments.export_base == config.DEFAULT_EXPORT_BASE
+    ):
+        arguments.export_base = config.PROJECT_DIR / arguments.model_name
+    return arguments
+
+
+def main(argv=None):
+    arguments = parse_arguments(argv)
+    from mnist_serving import data, export
+
+    try:
+        model = export.load_keras_model(arguments.model)
+        (_, _), (test_images, _) = data.load_mnist(arguments.data)
+        version, path = export.export_model(
+            model,
+            arguments.export_base,
+            version=arguments.version,
+            overwrite=arguments.overwrite,
+            check_images=test_images[:CHECK_IMAGES],
+        )
+    except (export.ExportError, data.DatasetError) as error:
+        sys.exit(f"export_model.py: error: {error}")
+    except KeyboardInterrupt:
+        sys.exit("export_model.py: interrupted; no version was written")
+
+    print(f"Exported version {version} of '{arguments.model_name}' to {path}")
+    print(
+        f"Checked: reloaded, same probabilities as the Keras model on {CHECK_IMAGES} "
+        "test digits at batch sizes 1 and 32, through both signatures."
+    )
+    signatures = export.read_signature_defs(path)
+    for name in (config.DEFAULT_SIGNATURE, config.PNG_SIGNATURE):
+        print(f"\nsignature_def['{name}']:")
+        print(export.describe_signature(signatures[name]))
+
+
+if __name__ == "__main__":
+    main()
