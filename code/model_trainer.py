@@ -134,7 +134,13 @@ def train(arguments):
         f"for {arguments.epochs} epochs"
     )
     with training.Stopwatch() as stopwatch:
-        history = classifier.fit(dataset, epochs=arguments.epochs, validation_data=validation)
+        # The progress bar on a terminal; one line per epoch in logs and pipes.
+        history = classifier.fit(
+            dataset,
+            epochs=arguments.epochs,
+            validation_data=validation,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
 
     # The test set is used here, once, after training.
     train_metrics, _ = training.evaluate(

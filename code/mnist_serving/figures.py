@@ -84,7 +84,9 @@ def plot_confusion_matrix(path, matrix, title="Test set: true digit against pred
                     ha="center",
                     va="center",
                     fontsize=8,
-                    color="grey" if true_class == predicted_class else "black",
+                    color="grey"
+                    if true_class == predicted_class
+                    else ("white" if count > 0.6 * np.nanmax(errors) else "black"),
                 )
     axis.set_xticks(range(matrix.shape[1]))
     axis.set_yticks(range(matrix.shape[0]))
