@@ -1,0 +1,529 @@
+"""Preprocessing: real OpenCV drawings, real MNIST digits and real files to MNIST form."""
+
+import struct
+
+import cv2
+import make_test_images
+import numpy as np
+import pytest
+
+from mnist_serving import config, data, preprocessing
+from mnist_serving.preprocessing import PreprocessingError
+
+SIZE = config.IMAGE_SIZE
+BOX = config.DIGIT_BOX_SIZE
+# First and last row or column of the central box that holds the digit.
+BOX_FIRST = (SIZE - BOX) // 2
+BOX_LAST = BOX_FIRST + BOX - 1
+
+
+def draw_digit(digit, size=(200, 200), scale=5.0, thickness=12, ink=0, paper=255, centre=None):
+    """A grey image with `digit` written by OpenCV's Hershey font.
+
+    Args:
+        size: (height, width) of the image.
+        centre: (x, y) of the text's centre in pixels; the image's centre
+            when None.
+    """
+    height, width = size
+    image = np.full((height, width), paper, dtype=np.uint8)
+    (text_width, text_height), _ = cv2.getTextSize(
+        str(digit), cv2.FONT_HERSHEY_SIMPLEX, scale, thickness
+    )
+    centre_x, centre_y = centre or (width / 2, height / 2)
+    origin = (round(centre_x - text_width / 2), round(centre_y + text_height / 2))
+    cv2.putText(
+        image, str(digit), origin, cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness, cv2.LINE_AA
+    )
+    return image
+
+
+def centre_of_mass(image):
+    """(x, y) of the intensity-weighted centre of mass, OpenCV coordinates."""
+    moments = cv2.moments(image)
+    return moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
+
+
+def ink_iou(first, second):
+    """Intersection over union of the pixels at half intensity or more."""
+    first, second = first >= 128, second >= 128
+    return np.count_nonzero(first & second) / np.count_nonzero(first | second)
+
+
+def ink_match(first, second):
+    """How well two digits' ink agrees, allowing one pixel of displacement.
+
+    The smaller of: the share of the first's ink (half intensity or more)
+    within one pixel of the second's, and the other way round. 1 is a
+    perfect match; a digit against another digit scores about 0.5.
+    """
+    first, second = (first >= 128).astype(np.uint8), (second >= 128).astype(np.uint8)
+    square = np.ones((3, 3), dtype=np.uint8)
+    first_covered = np.count_nonzero(first & cv2.dilate(second, square)) / np.count_nonzero(first)
+    second_covered = np.count_nonzero(second & cv2.dilate(first, square)) / np.count_nonzero(second)
+    return min(first_covered, second_covered)
+
+
+def assert_mnist_form(image, box_slack=2):
+    """MNIST form: uint8 28x28, black background, white digit of longer side
+    20 inside the central 20x20 box (give or take `box_slack` pixels for
+    digits whose mass is not at their middle), centre of mass on pixel 14."""
+    assert image.shape == (SIZE, SIZE)
+    assert image.dtype == np.uint8
+    assert image.max() == 255
+    # Background: the outer ring is black, and most pixels are.
+    assert not image[0].any() and not image[-1].any()
+    assert not image[:, 0].any() and not image[:, -1].any()
+    assert np.median(image) == 0
+    # Whole-pixel shifts put the centre of mass within half a pixel of 14.
+    centre_x, centre_y = centre_of_mass(image)
+    assert abs(centre_x - preprocessing.CENTRE) <= 0.5
+    assert abs(centre_y - preprocessing.CENTRE) <= 0.5
+    left, top, width, height = cv2.boundingRect(image)
+    assert max(width, height) in (BOX - 1, BOX)
+    assert left >= BOX_FIRST - box_slack and top >= BOX_FIRST - box_slack
+    assert left + width - 1 <= BOX_LAST + box_slack
+    assert top + height - 1 <= BOX_LAST + box_slack
+
+
+def assert_one_line_error(error, start):
+    """The error message starts with `start` and fits on one line."""
+    message = str(error.value)
+    assert message.startswith(start)
+    assert "\n" not in message
+
+
+@pytest.fixture(scope="module")
+def mnist_round_trip(mnist):
+    """MNIST test digits and what preprocessing makes of them."""
+    (_, _), (test_images, _) = mnist
+    return test_images, np.stack([preprocessing.to_mnist(image) for image in test_images])
+
+
+# MNIST form in, MNIST form out.
+
+
+def test_mnist_digits_come_back_within_one_grey_level(mnist_round_trip):
+    originals, results = mnist_round_trip
+    largest_change = np.abs(results.astype(int) - originals).max(axis=(1, 2))
+    # The rest (0.3%) have a speck in a corner that MNIST kept and that is
+    # removed here, so the digit is fitted anew.
+    assert np.mean(largest_change <= 1) >= 0.995
+    assert np.abs(results.astype(int) - originals).mean() < 0.05
+
+
+def test_mnist_digits_with_full_contrast_come_back_identical(mnist_round_trip):
+    originals, results = mnist_round_trip
+    # Digits whose brightest pixel is below 255 (10%) are stretched to 255.
+    full_contrast = originals.max(axis=(1, 2)) == 255
+    identical = (results == originals).all(axis=(1, 2))
+    assert np.mean(identical[full_contrast]) >= 0.995
+
+
+def test_mnist_digits_keep_their_ink(mnist_round_trip):
+    originals, results = mnist_round_trip
+    ious = [ink_iou(original, result) for original, result in zip(originals, results, strict=True)]
+    assert np.mean(ious) >= 0.99
+
+
+def test_mnist_centre_of_mass_convention_is_pixel_14(mnist):
+    (_, _), (test_images, _) = mnist
+    centres = np.array([centre_of_mass(image) for image in test_images])
+    # MNIST moved digits by whole pixels so that the centre of mass rounds
+    # to pixel 14, the same target as preprocessing.CENTRE.
+    assert preprocessing.CENTRE == SIZE / 2
+    assert np.all(np.abs(centres - preprocessing.CENTRE) <= 0.5 + 1e-9)
+
+
+def test_inverted_mnist_digit_gives_the_same_result(mnist):
+    (_, _), (test_images, _) = mnist
+    for image in test_images[:50]:
+        expected = preprocessing.to_mnist(image)
+        np.testing.assert_array_equal(preprocessing.to_mnist(255 - image), expected)
+
+
+# Drawings with OpenCV: the situations of real photos.
+
+
+def test_dark_ink_on_light_paper_is_inverted():
+    dark_on_light = draw_digit(3)
+    result = preprocessing.to_mnist(dark_on_light)
+    assert_mnist_form(result)
+    np.testing.assert_array_equal(result, preprocessing.to_mnist(255 - dark_on_light))
+
+
+def test_off_centre_digit_is_centred_by_mass():
+    image = draw_digit(5, size=(300, 400), scale=3, thickness=8, centre=(320, 70))
+    assert_mnist_form(preprocessing.to_mnist(image))
+
+
+def test_large_photo_is_fitted_to_the_box():
+    image = draw_digit(4, size=(900, 1200), scale=18, thickness=40, paper=235, ink=20)
+    assert_mnist_form(preprocessing.to_mnist(image))
+
+
+def test_small_image_is_enlarged_to_the_box():
+    image = draw_digit(0, size=(15, 15), scale=0.45, thickness=1)
+    assert_mnist_form(preprocessing.to_mnist(image))
+
+
+def test_slightly_rotated_digit_is_in_mnist_form():
+    upright = draw_digit(2)
+    rotation = cv2.getRotationMatrix2D((100, 100), 12, 1.0)
+    rotated = cv2.warpAffine(upright, rotation, (200, 200), borderValue=255)
+    assert_mnist_form(preprocessing.to_mnist(rotated))
+
+
+def test_tightly_cropped_digit_touching_the_border_is_in_mnist_form():
+    # Ink covers half of the image and a third of its border.
+    image = draw_digit(8, size=(100, 60), scale=4.2, thickness=10)
+    assert_mnist_form(preprocessing.to_mnist(image))
+
+
+def test_aspect_ratio_is_kept():
+    image = np.full((300, 300), 255, dtype=np.uint8)
+    cv2.rectangle(image, (130, 50), (169, 249), 0, thickness=-1)  # 40 wide, 200 tall.
+    result = preprocessing.to_mnist(image)
+    _, _, width, height = cv2.boundingRect(result)
+    assert height == BOX
+    assert width == pytest.approx(BOX * 40 / 200, abs=1)
+
+
+def test_thick_marker_zero_keeps_its_hole():
+    image = np.full((300, 300), 255, dtype=np.uint8)
+    cv2.ellipse(image, (150, 150), (80, 120), 0, 0, 360, 0, thickness=60)
+    result = preprocessing.to_mnist(image)
+    assert_mnist_form(result)
+    assert result[SIZE // 2, SIZE // 2] == 0
+
+
+def test_thick_marker_strokes_are_narrowed():
+    image = np.full((300, 300), 255, dtype=np.uint8)
+    cv2.ellipse(image, (150, 150), (80, 120), 0, 0, 360, 0, thickness=60)
+    steps = {}
+    preprocessing.to_mnist(image, steps)
+    # Narrowing leaves less ink than the drawing had.
+    drawn = np.count_nonzero(image < 128)
+    assert np.count_nonzero(steps["normalised"] >= 128) < 0.9 * drawn
+
+
+def test_thin_pen_strokes_get_mnist_weight(mnist):
+    (_, _), (test_images, _) = mnist
+    # A ballpoint "0": 5-pixel line on a 400-pixel digit.
+    image = np.full((600, 600), 250, dtype=np.uint8)
+    cv2.ellipse(image, (300, 300), (130, 200), 0, 0, 360, 30, thickness=5, lineType=cv2.LINE_AA)
+    result = preprocessing.to_mnist(image)
+    assert_mnist_form(result)
+    # Its ink (in fully white pixels) lies within MNIST's usual range.
+    masses = test_images.reshape(len(test_images), -1).sum(axis=1) / 255
+    low, high = np.percentile(masses, [5, 95])
+    assert low <= result.sum() / 255 <= high
+
+
+def test_noisy_photo_gives_a_clean_digit():
+    clean = draw_digit(6)
+    generator = np.random.default_rng(0)
+    noisy = clean + generator.normal(0, 30, clean.shape)
+    speckle = generator.random(clean.shape)
+    noisy[speckle < 0.03] = 0
+    noisy[speckle > 0.97] = 255
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    result = preprocessing.to_mnist(noisy)
+    assert_mnist_form(result)
+    assert ink_match(result, preprocessing.to_mnist(clean)) >= 0.9
+
+
+def test_noisy_mnist_digit_stays_in_mnist_form(mnist):
+    (_, _), (test_images, _) = mnist
+    generator = np.random.default_rng(1)
+    noisy = np.clip(test_images[3] + generator.normal(0, 25, (SIZE, SIZE)), 0, 255)
+    result = preprocessing.to_mnist(noisy.astype(np.uint8))
+    assert_mnist_form(result, box_slack=3)
+    assert ink_match(result, test_images[3]) >= 0.8
+
+
+def test_uneven_lighting_is_flattened():
+    even = draw_digit(4, size=(300, 300), scale=7, thickness=14)
+    columns, rows = np.meshgrid(np.linspace(0.35, 1.0, 300), np.linspace(0.7, 1.0, 300))
+    shaded = (even * columns * rows).astype(np.uint8)
+    result = preprocessing.to_mnist(shaded)
+    assert_mnist_form(result)
+    assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
+
+
+def test_speck_far_from_the_digit_is_ignored():
+    clean = draw_digit(8, size=(300, 300), scale=5, thickness=12)
+    specked = clean.copy()
+    cv2.circle(specked, (20, 280), 3, 0, thickness=-1)
+    np.testing.assert_array_equal(preprocessing.to_mnist(specked), preprocessing.to_mnist(clean))
+
+
+def test_transparent_drawing_is_read_from_its_alpha_channel():
+    drawing = np.zeros((200, 200, 4), dtype=np.uint8)
+    drawing[:, :, 3] = 255 - draw_digit(0)  # Black ink, transparent paper.
+    result = preprocessing.to_mnist(drawing)
+    assert_mnist_form(result)
+    np.testing.assert_array_equal(result, preprocessing.to_mnist(draw_digit(0)))
+
+
+def test_grey_and_alpha_image_is_read():
+    drawing = np.zeros((100, 100, 2), dtype=np.uint8)
+    drawing[:, :, 1] = 255 - draw_digit(4, size=(100, 100), scale=2.5, thickness=6)
+    assert_mnist_form(preprocessing.to_mnist(drawing))
+
+
+def test_white_ink_on_transparent_paper_is_read():
+    drawing = np.full((200, 200, 4), 255, dtype=np.uint8)
+    drawing[:, :, 3] = 255 - draw_digit(7)  # White ink, transparent paper.
+    np.testing.assert_array_equal(
+        preprocessing.to_mnist(drawing), preprocessing.to_mnist(draw_digit(7))
+    )
+
+
+def test_16_bit_image_gives_the_8_bit_result():
+    image = draw_digit(4)
+    wide = image.astype(np.uint16) * 257
+    np.testing.assert_array_equal(preprocessing.to_mnist(wide), preprocessing.to_mnist(image))
+
+
+def test_12_bit_data_in_16_bit_image_is_scaled_not_truncated():
+    image = draw_digit(9)
+    twelve_bit = (image.astype(np.uint32) * 4095 // 255).astype(np.uint16)
+    steps = {}
+    result = preprocessing.to_mnist(twelve_bit, steps)
+    # 4095 is white: the grey step spans 0..255, not 0..16.
+    assert steps["grey"].max() == pytest.approx(255)
+    assert_mnist_form(result)
+    assert ink_match(result, preprocessing.to_mnist(image)) >= 0.95
+
+
+def test_float_image_in_0_to_1_gives_the_8_bit_result():
+    image = draw_digit(5)
+    np.testing.assert_array_equal(
+        preprocessing.to_mnist(image.astype(np.float32) / 255), preprocessing.to_mnist(image)
+    )
+
+
+def test_blue_ink_colour_jpeg_is_in_mnist_form():
+    photo = np.full((240, 200, 3), (225, 235, 240), dtype=np.uint8)
+    cv2.putText(photo, "5", (40, 190), cv2.FONT_HERSHEY_SIMPLEX, 6, (160, 60, 20), 12, cv2.LINE_AA)
+    encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 80])[1].tobytes()
+    image = preprocessing.decode_image(encoded)
+    assert image.shape == (240, 200, 3)
+    assert_mnist_form(preprocessing.to_mnist(image))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((50, 50), 255, dtype=np.uint8),
+        np.zeros((50, 50), dtype=np.uint8),
+        np.full((50, 50), 128, dtype=np.uint8),
+        np.clip(np.random.default_rng(0).normal(128, 30, (100, 100)), 0, 255).astype(np.uint8),
+        np.random.default_rng(1).integers(0, 256, (100, 100), dtype=np.uint8),
+        np.where(np.random.default_rng(2).random((100, 100)) < 0.05, 0, 255).astype(np.uint8),
+        np.zeros((30, 30, 4), dtype=np.uint8),
+        np.full((40, 40), 40000, dtype=np.uint16),
+    ],
+    ids=[
+        "white",
+        "black",
+        "grey",
+        "gaussian-noise",
+        "uniform-noise",
+        "salt-and-pepper",
+        "transparent",
+        "16-bit",
+    ],
+)
+def test_blank_image_is_reported_not_guessed(image):
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.to_mnist(image)
+    assert_one_line_error(error, "blank image")
+
+
+def test_faint_jpeg_of_blank_paper_is_blank():
+    generator = np.random.default_rng(2)
+    paper = np.clip(generator.normal(240, 3, (120, 160)), 0, 255).astype(np.uint8)
+    encoded = cv2.imencode(".jpg", paper)[1].tobytes()
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.to_mnist(preprocessing.decode_image(encoded))
+    assert_one_line_error(error, "blank image")
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros(10, dtype=np.uint8), np.zeros((10, 10, 5), dtype=np.uint8), np.zeros((0, 10))],
+    ids=["one-dimensional", "five-channels", "empty"],
+)
+def test_array_that_is_not_an_image_is_refused(array):
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.to_mnist(array)
+    assert_one_line_error(error, "not an image")
+
+
+def test_steps_are_recorded_in_order():
+    steps = {}
+    result = preprocessing.to_mnist(draw_digit(3), steps)
+    assert list(steps) == [
+        "grey", "denoised", "ink", "normalised", "cropped", "fitted", "mnist",
+    ]  # fmt: skip
+    np.testing.assert_array_equal(steps["mnist"], result)
+    assert max(steps["fitted"].shape) == BOX
+
+
+# Files.
+
+
+@pytest.mark.parametrize("extension", [".png", ".jpg", ".bmp", ".tiff"])
+def test_file_formats_read_back_alike(tmp_path, extension):
+    image = cv2.cvtColor(draw_digit(2), cv2.COLOR_GRAY2BGR)
+    path = tmp_path / f"digit{extension}"
+    assert cv2.imwrite(str(path), image)
+    from_file = preprocessing.preprocess_file(path)
+    assert_mnist_form(from_file)
+    assert ink_match(from_file, preprocessing.to_mnist(image)) >= 0.9
+
+
+def test_16_bit_png_file_keeps_its_depth(tmp_path):
+    path = tmp_path / "scan.png"
+    assert cv2.imwrite(str(path), draw_digit(6).astype(np.uint16) * 257)
+    image = preprocessing.read_image(path)
+    assert image.dtype == np.uint16
+    np.testing.assert_array_equal(
+        preprocessing.to_mnist(image), preprocessing.to_mnist(draw_digit(6))
+    )
+
+
+def test_rgba_png_file_keeps_its_alpha(tmp_path):
+    drawing = np.zeros((120, 120, 4), dtype=np.uint8)
+    drawing[:, :, 3] = 255 - draw_digit(1, size=(120, 120), scale=3, thickness=8)
+    path = tmp_path / "drawing.png"
+    assert cv2.imwrite(str(path), drawing)
+    assert preprocessing.read_image(path).shape == (120, 120, 4)
+    assert_mnist_form(preprocessing.preprocess_file(path))
+
+
+def test_non_ascii_path_is_read(tmp_path):
+    path = tmp_path / "chiffre_écrit_数字.png"
+    path.write_bytes(cv2.imencode(".png", draw_digit(3))[1].tobytes())
+    assert_mnist_form(preprocessing.preprocess_file(path))
+
+
+def test_jpeg_is_turned_as_its_exif_orientation_says():
+    wide = cv2.imencode(".jpg", np.zeros((40, 80, 3), dtype=np.uint8))[1].tobytes()
+    # An EXIF block (big-endian TIFF) with one entry: Orientation (0x0112) = 6,
+    # "turn 90 degrees clockwise to display".
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, 6, 0)
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + b"\x00" * 4
+    exif = b"Exif\x00\x00" + tiff
+    segment = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    turned = wide[:2] + segment + wide[2:]
+    assert preprocessing.decode_image(wide).shape == (40, 80, 3)
+    assert preprocessing.decode_image(turned).shape == (80, 40, 3)
+
+
+def test_missing_file_is_reported(tmp_path):
+    path = tmp_path / "missing.png"
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.preprocess_file(path)
+    assert_one_line_error(error, f"cannot read {path}")
+
+
+def test_text_file_named_png_is_not_an_image(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_text("This is not a picture.\n")
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.preprocess_file(path)
+    assert_one_line_error(error, f"{path}: not an image OpenCV can read")
+
+
+def test_empty_file_is_not_an_image(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.preprocess_file(path)
+    assert_one_line_error(error, f"{path}: empty file")
+
+
+def test_folder_is_not_an_image(tmp_path):
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.read_image(tmp_path)
+    assert_one_line_error(error, f"cannot read {tmp_path}")
+
+
+def test_blank_file_error_names_the_file(tmp_path):
+    path = tmp_path / "white.png"
+    assert cv2.imwrite(str(path), np.full((30, 30), 255, dtype=np.uint8))
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.preprocess_file(path)
+    assert_one_line_error(error, f"{path}: blank image")
+
+
+# Model input.
+
+
+def test_model_input_is_the_training_scaling():
+    result = preprocessing.to_mnist(draw_digit(7))
+    model_input = preprocessing.to_model_input(result)
+    assert model_input.shape == (1, SIZE, SIZE, 1)
+    assert model_input.dtype == np.float32
+    np.testing.assert_array_equal(model_input, data.to_model_input(result[np.newaxis]))
+    assert model_input.max() == 1.0
+
+
+def test_model_input_refuses_images_not_in_mnist_form():
+    with pytest.raises(PreprocessingError) as error:
+        preprocessing.to_model_input(np.zeros((2, 32, 32), dtype=np.uint8))
+    assert_one_line_error(error, "expected uint8 images of 28x28")
+
+
+# The example images and the figure.
+
+
+def example_images():
+    return sorted(
+        path
+        for path in config.TEST_IMAGES_DIR.iterdir()
+        if path.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+    )
+
+
+def test_every_example_image_has_a_known_mnist_source():
+    names = {path.name for path in example_images()}
+    assert names == set(make_test_images.source_indexes())
+
+
+@pytest.mark.parametrize("path", example_images(), ids=lambda path: path.name)
+def test_example_image_becomes_its_mnist_digit(mnist, path):
+    (_, _), (test_images, test_labels) = mnist
+    index = make_test_images.source_indexes()[path.name]
+    assert int(path.stem[-1]) == test_labels[index]
+    result = preprocessing.preprocess_file(path)
+    assert_mnist_form(result, box_slack=4)
+    # Photos are rotated and redrawn: their ink matches the source digit's
+    # better than any other example's source.
+    sources = set(make_test_images.source_indexes().values())
+    matches = {source: ink_match(result, test_images[source]) for source in sources}
+    assert max(matches, key=matches.get) == index
+
+
+@pytest.mark.parametrize("name, index", list(make_test_images.MNIST_EXAMPLES.items()))
+def test_mnist_example_is_the_mnist_test_digit(mnist, name, index):
+    (_, _), (test_images, _) = mnist
+    image = preprocessing.read_image(config.TEST_IMAGES_DIR / name)
+    np.testing.assert_array_equal(image, test_images[index])
+    np.testing.assert_array_equal(preprocessing.to_mnist(image), test_images[index])
+
+
+def test_plot_steps_draws_the_same_bytes_each_time(tmp_path):
+    first = preprocessing.plot_steps(draw_digit(5), tmp_path / "first.png")
+    second = preprocessing.plot_steps(draw_digit(5), tmp_path / "second.png")
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_plot_steps_writes_a_figure(tmp_path):
+    path = preprocessing.plot_steps(draw_digit(3), tmp_path / "figures" / "steps.png", "3")
+    figure = cv2.imread(str(path))
+    assert figure is not None
+    assert figure.shape[1] > figure.shape[0] > 100
