@@ -1,0 +1,109 @@
+"""Errors as TensorFlow Serving reports them: a status code, a message, an HTTP code.
+
+Every failure the server reports carries one of TensorFlow's status codes
+(`INVALID_ARGUMENT`, `NOT_FOUND`, ...). The REST layer maps the code to an
+HTTP status exactly as TF Serving's `ToHTTPStatusCode` does, and TensorFlow
+runtime errors keep their own code and the first lines of their message.
+"""
+
+import re
+
+# TensorFlow's status code names by number (tensorflow/core/protobuf/error_codes.proto).
+CODE_NAMES = {
+    0: "OK",
+    1: "CANCELLED",
+    2: "UNKNOWN",
+    3: "INVALID_ARGUMENT",
+    4: "DEADLINE_EXCEEDED",
+    5: "NOT_FOUND",
+    6: "ALREADY_EXISTS",
+    7: "PERMISSION_DENIED",
+    8: "RESOURCE_EXHAUSTED",
+    9: "FAILED_PRECONDITION",
+    10: "ABORTED",
+    11: "OUT_OF_RANGE",
+    12: "UNIMPLEMENTED",
+    13: "INTERNAL",
+    14: "UNAVAILABLE",
+    15: "DATA_LOSS",
+    16: "UNAUTHENTICATED",
+}
+CODE_NUMBERS = {name: number for number, name in CODE_NAMES.items()}
+
+# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
+HTTP_STATUS = {
+    "OK": 200,
+    "CANCELLED": 499,
+    "UNKNOWN": 500,
+    "INVALID_ARGUMENT": 400,
+    "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404,
+    "ALREADY_EXISTS": 409,
+    "PERMISSION_DENIED": 403,
+    "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400,
+    "ABORTED": 409,
+    "OUT_OF_RANGE": 400,
+    "UNIMPLEMENTED": 501,
+    "INTERNAL": 500,
+    "UNAVAILABLE": 503,
+    "DATA_LOSS": 500,
+    "UNAUTHENTICATED": 401,
+}
+
+
+class ServingError(Exception):
+    """A failed request or load: TensorFlow status code name and message."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self):
+        """The HTTP status TF Serving answers with for this code."""
+        return HTTP_STATUS.get(self.code, 500)
+
+    def __str__(self):
+        return f"{self.code}: {self.message}"
+
+
+# Lines TensorFlow adds around an op's message that TF Serving never shows.
+_NOISE_LINES = re.compile(
+    r"^(Graph execution error:|Detected at node .*|<stack traces unavailable>|\s*File .*|\s*)$"
+)
+_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
+# At most this many lines of a runtime error reach the client.
+MAX_ERROR_LINES = 2
+
+
+def from_tensorflow_error(error):
+    """A ServingError from an exception raised while running a model.
+
+    TensorFlow's `OpError`s keep their status code; the Python-side errors a
+    signature call can raise (bad argument types or shapes) are
+    INVALID_ARGUMENT. Only the first meaningful lines of the message are
+    kept: never a Python traceback.
+    """
+    import tensorflow as tf
+
+    if isinstance(error, tf.errors.OpError):
+        code = CODE_NAMES.get(error.error_code, "UNKNOWN")
+        text = error.message or str(error)
+    elif isinstance(error, TypeError | ValueError):
+        code = "INVALID_ARGUMENT"
+        text = str(error)
+    else:
+        code = "INTERNAL"
+        text = f"{type(error).__name__}: {error}"
+    return ServingError(code, first_lines(text) or type(error).__name__)
+
+
+def first_lines(text, limit=MAX_ERROR_LINES):
+    """The first `limit` lines of an error message that carry information."""
+    lines = [line.rstrip() for line in str(text).splitlines()]
+    kept = [line for line in lines if not _NOISE_LINES.match(line)][:limit]
+    if kept:
+        kept[-1] = _OP_SUFFIX.sub("", kept[-1])
+    return "\n".join(kept).strip()

@@ -1,0 +1,215 @@
+"""Serves exported SavedModels over TensorFlow Serving's REST API, without Docker.
+
+Speaks the REST API of `tensorflow_model_server` (status, metadata and
+predict under /v1/, the same JSON, errors and status codes) and takes its
+flags, so the same commands and clients work with either server. Versions
+are numeric subfolders of the base path; new ones are picked up while
+serving. Stop with Ctrl+C (SIGINT) or SIGTERM.
+
+Typical usage:
+    python code/model_server.py --rest_api_port=8501 \\
+        --model_name=my_digit_classifier --model_base_path=my_digit_classifier
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+from mnist_serving import cli, config
+from mnist_serving.server import DEFAULT_MAX_REQUEST_BYTES
+
+PROGRAM = "model_server.py"
+LOG_FORMAT = "%(asctime)s.%(msecs)03d: %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    """The command line, with tensorflow_model_server's flag names."""
+    parser = _OneLineErrorParser(
+        prog=PROGRAM,
+        description=(
+            "A local server that answers as TensorFlow Serving does (REST API only). "
+            "Flags keep tensorflow_model_server's names; booleans also take =true/=false."
+        ),
+        formatter_class=cli.HelpFormatter,
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=config.GRPC_PORT,
+        help="gRPC port of tensorflow_model_server: accepted for compatibility, "
+        "not served (gRPC is not implemented yet)",
+    )
+    parser.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=config.REST_PORT,
+        help="port of the REST API; 0 picks a free port (logged at startup)",
+    )
+    parser.add_argument(
+        "--rest_api_host",
+        default="127.0.0.1",
+        help="address to listen on; 0.0.0.0 serves other machines too",
+    )
+    parser.add_argument(
+        "--model_name",
+        default=config.MODEL_NAME,
+        help=f"model name in URLs (default: {config.MODEL_NAME}, this project's model; "
+        "tensorflow_model_server's own is 'default')",
+    )
+    parser.add_argument(
+        "--model_base_path",
+        default=str(config.DEFAULT_EXPORT_BASE),
+        help="folder whose numeric subfolders are the model's versions; the project's export "
+        "folder unless given, so that the server runs as is after export_model.py",
+    )
+    parser.add_argument(
+        "--model_config_file",
+        default=None,
+        help="text ModelServerConfig serving several models, version policies and labels; "
+        "overrides --model_name and --model_base_path",
+    )
+    parser.add_argument(
+        "--model_config_file_poll_wait_seconds",
+        type=float,
+        default=0,
+        help="seconds between re-reads of --model_config_file (models added, removed or "
+        "changed) (default: 0, read once)",
+    )
+    parser.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="seconds between looks for new or removed versions; 0 or less looks once",
+    )
+    parser.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30000,
+        help="time limit of one prediction, then HTTP 504; 0 for none",
+    )
+    parser.add_argument(
+        "--rest_api_max_request_bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help="largest request body accepted, after gzip decompression; larger gets HTTP 413",
+    )
+    parser.add_argument(
+        "--enable_batching",
+        type=cli.parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="merge concurrent predict requests into batches",
+    )
+    parser.add_argument(
+        "--batching_parameters_file",
+        default=None,
+        help="text BatchingParameters (max_batch_size, batch_timeout_micros, ...); "
+        "needs --enable_batching",
+    )
+    parser.add_argument(
+        "--monitoring_config_file",
+        default=None,
+        help="text MonitoringConfig; prometheus_config { enable: true } serves metrics "
+        "on the REST port",
+    )
+    parser.add_argument(
+        "--rest_api_enable_cors_support",
+        type=cli.parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="add CORS headers and answer OPTIONS preflight requests",
+    )
+    parser.add_argument(
+        "--tensorflow_intra_op_parallelism",
+        type=int,
+        default=0,
+        help="threads TensorFlow uses inside one op (default: 0, TensorFlow chooses)",
+    )
+    parser.add_argument(
+        "--tensorflow_inter_op_parallelism",
+        type=int,
+        default=0,
+        help="ops TensorFlow runs at once (default: 0, TensorFlow chooses)",
+    )
+    parser.add_argument(
+        "--enable_model_warmup",
+        type=cli.parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests when a version loads",
+    )
+    parser.add_argument(
+        "--num_request_iterations_for_warmup",
+        type=int,
+        default=1,
+        help="times each warm-up record is replayed",
+    )
+    parser.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=cli.parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="start even if a version label points at a version that is not loaded",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also log each HTTP request (debug level)"
+    )
+    return parser
+
+
+def main(argv=None):
+    """Runs the server until SIGINT or SIGTERM; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=LOG_FORMAT,
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+    logger = logging.getLogger("model_server")
+    from mnist_serving.server import UsageError, options_from_flags
+
+    try:
+        options = options_from_flags(args)
+    except UsageError as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 1
+
+    from mnist_serving.server import ModelServer, StartupError
+
+    given = sys.argv[1:] if argv is None else argv
+    if any(argument == "--port" or argument.startswith("--port=") for argument in given):
+        logger.warning("gRPC is not served by %s; --port=%d is ignored", PROGRAM, args.port)
+    server = ModelServer(options)
+    server.install_signal_handlers()
+    try:
+        server.start()
+    except StartupError as error:
+        print(f"{PROGRAM}: {error}", file=sys.stderr)
+        return 1
+    if server.stop_requested():
+        server.close()
+    else:
+        server.serve_forever()
+    logger.info("Server stopped")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A prediction abandoned at its time limit may still be computing; it has
+    # no client left to answer, so the process need not wait for it.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Helpers of the model_server.py tests: small real SavedModels and a real server process.
+
+The models are tiny `tf.Module`s saved with `tf.saved_model.save`, each made
+to show one behaviour: an elementwise model like TF Serving's own
+half_plus_two, a model with several signatures, inputs, outputs and dtypes,
+and a model that computes for as long as it is asked to (for timeouts).
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from mnist_serving import config
+
+SERVER_SCRIPT = config.CODE_DIR / "model_server.py"
+READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
+STARTUP_SECONDS = 120
+
+
+def save_half_plus(path, offset):
+    """`y = 0.5 * x + offset` on float32 `x` declared [-1, 1], as TF Serving's test models."""
+    import tensorflow as tf
+
+    class HalfPlus(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def predict(self, x):
+            return {"y": 0.5 * x + offset}
+
+    module = HalfPlus()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    return Path(path)
+
+
+def save_kitchen(path):
+    """A model with several signatures, inputs, outputs and dtypes.
+
+    - `serving_default`: `a` float32 [-1, 2] and `b` int32 [-1] ->
+      `total` float32 [-1] (row sums of a plus b) and `b_twice` int32 [-1].
+    - `strings`: `text` string [-1] -> `length` int32 [-1] and `echo_bytes`
+      string [-1] (the input, written back as b64 since its alias ends in _bytes).
+    - `scalar`: `rate` float32 [] -> `doubled` float32 [] (no batch dimension).
+    - `flags`: `flag` bool [-1] -> `negated` bool [-1].
+    """
+    import tensorflow as tf
+
+    class Kitchen(tf.Module):
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None, 2], tf.float32, name="a"),
+                tf.TensorSpec([None], tf.int32, name="b"),
+            ]
+        )
+        def default(self, a, b):
+            return {
+                "total": tf.reduce_sum(a, axis=1) + tf.cast(b, tf.float32),
+                "b_twice": b * 2,
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        def strings(self, text):
+            return {"length": tf.strings.length(text), "echo_bytes": text}
+
+        @tf.function(input_signature=[tf.TensorSpec([], tf.float32, name="rate")])
+        def scalar(self, rate):
+            # Always a scalar, whatever the input's shape.
+            return {"doubled": tf.reduce_sum(tf.reshape(rate, [-1])) * 2.0}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.bool, name="flag")])
+        def flags(self, flag):
+            return {"negated": tf.logical_not(flag)}
+
+    module = Kitchen()
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={
+            "serving_default": module.default,
+            "strings": module.strings,
+            "scalar": module.scalar,
+            "flags": module.flags,
+        },
+    )
+    return Path(path)
+
+
+def save_busy(path):
+    """`rounds` int32 [-1] -> `value` float32 [-1]: computes for as many rounds as asked.
+
+    Each round is a small matrix product, so a large number keeps the
+    model busy for seconds: what a timeout test needs, without sleeping.
+    """
+    import tensorflow as tf
+
+    class Busy(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="rounds")])
+        def predict(self, rounds):
+            total = tf.reduce_max(rounds)
+            matrix = tf.eye(64) * 0.5
+
+            def body(index, value):
+                return index + 1, tf.linalg.normalize(tf.matmul(value, matrix) + 1.0)[0]
+
+            _, value = tf.while_loop(
+                lambda index, _: index < total, body, (tf.constant(0), tf.eye(64))
+            )
+            return {"value": tf.fill(tf.shape(rounds), tf.reduce_sum(value))}
+
+    module = Busy()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    return Path(path)
+
+
+def copy_version(source, base, version):
+    """Publishes a SavedModel as `base/<version>` the way the exporter does: atomically."""
+    base = Path(base)
+    base.mkdir(parents=True, exist_ok=True)
+    staging = base / f".staging-{version}"
+    shutil.copytree(source, staging)
+    staging.rename(base / str(version))
+    return base / str(version)
+
+
+class ServerProcess:
+    """`python code/model_server.py ...` on a free 127.0.0.1 port."""
+
+    def __init__(self, *arguments, wait=True):
+        self.arguments = ["--rest_api_port=0", *map(str, arguments)]
+        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, str(SERVER_SCRIPT), *self.arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=environment,
+        )
+        self.lines = []
+        self.port = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if wait:
+            self.wait_until_ready()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            match = READY_LINE.search(line)
+            if match:
+                self.port = int(match.group(2))
+                self._ready.set()
+        self._ready.set()
+
+    def wait_until_ready(self, timeout=STARTUP_SECONDS):
+        """Waits for the `Exporting HTTP/REST API at:...` line; fails with the log."""
+        self._ready.wait(timeout)
+        if self.port is None:
+            self.stop()
+            raise AssertionError("server did not start:\n" + self.log)
+
+    @property
+    def log(self):
+        """Everything the server printed so far."""
+        return "\n".join(self.lines)
+
+    @property
+    def url(self):
+        """http://127.0.0.1:<port>"""
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path, **keywords):
+        return requests.get(self.url + path, timeout=60, **keywords)
+
+    def post(self, path, **keywords):
+        return requests.post(self.url + path, timeout=60, **keywords)
+
+    def wait_for_log(self, pattern, timeout=60):
+        """Waits until a log line matches `pattern`; returns the line."""
+        deadline = time.monotonic() + timeout
+        compiled = re.compile(pattern)
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if compiled.search(line):
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"no log line matched {pattern!r}:\n{self.log}")
+
+    def stop(self, signal_number=signal.SIGTERM, timeout=60):
+        """Sends a signal and waits for the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+        finally:
+            self._reader.join(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.stop()
+
+
+def wait_until(condition, timeout=60, interval=0.1):
+    """Polls `condition()` until it is truthy; returns its value or fails."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def version_states(server, model):
+    """{version: state} from the status endpoint, or {} while the model is unknown."""
+    response = server.get(f"/v1/models/{model}")
+    if response.status_code != 200:
+        return {}
+    return {
+        int(entry["version"]): entry["state"]
+        for entry in response.json()["model_version_status"]
+    }
+
+
+def write_warmup_requests(version_path, inputs_list, signature_name="serving_default"):
+    """Writes `assets.extra/tf_serving_warmup_requests` as TF Serving reads it.
+
+    One PredictionLog (predict_log) record per dict of input alias -> array.
+    """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    folder = Path(version_path) / "assets.extra"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(folder / "tf_serving_warmup_requests")) as writer:
+        for inputs in inputs_list:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.signature_name = signature_name
+            for alias, value in inputs.items():
+                request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
