@@ -1,7 +1,10 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Everything runs in .venv, which the first target that needs it creates.
 
+SHELL := /bin/bash
 PYTHON ?= python3
+# The demo's server uses TensorFlow Serving's REST port unless told otherwise.
+DEMO_PORT ?= 8501
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
@@ -48,7 +51,27 @@ serve: $(RUNTIME_STAMP)
 classify: $(RUNTIME_STAMP)
 	cd code && ../$(BIN)/python serving_request.py -i ../test_images
 
-demo: train export
+# Train, export, start model_server.py in the background, wait until it serves,
+# run the original document's commands, and stop the server whatever happens.
+demo: $(RUNTIME_STAMP)
+	$(BIN)/python code/model_trainer.py
+	$(BIN)/python code/export_model.py
+	@set -euo pipefail; \
+	$(BIN)/python code/model_server.py --rest_api_port=$(DEMO_PORT) & server=$$!; \
+	trap 'kill -TERM $$server 2>/dev/null; wait $$server 2>/dev/null || true' EXIT; \
+	echo "Waiting for model_server.py (pid $$server) to serve on port $(DEMO_PORT)..."; \
+	until (exec 3<>/dev/tcp/127.0.0.1/$(DEMO_PORT)) 2>/dev/null; do \
+		kill -0 $$server 2>/dev/null || { echo "model_server.py stopped: see its log above"; exit 1; }; \
+		sleep 0.5; \
+	done; \
+	cd code; \
+	client="../$(BIN)/python serving_request.py --server http://localhost:$(DEMO_PORT)"; \
+	echo; echo '$$ python serving_request.py -i ../test_images/image_7.png -d True'; \
+	$$client -i ../test_images/image_7.png -d True; \
+	echo; echo '$$ python serving_request.py -i ../test_images -d False'; \
+	$$client -i ../test_images -d False; \
+	echo; echo '$$ python serving_request.py -i ../test_images/image_2.png -d True -p True'; \
+	$$client -i ../test_images/image_2.png -d True -p True
 
 clean:
 	rm -rf $(VENV) code/cnnModel.h5 code/cnnModel.metrics.json

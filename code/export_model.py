@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnist_serving import config
+from mnist_serving import cli, config
 
 # Test digits the export is compared on, at two batch sizes.
 CHECK_IMAGES = 32
@@ -24,7 +24,7 @@ CHECK_IMAGES = 32
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument(
         "--model", type=Path, default=config.DEFAULT_MODEL_PATH, help="the trained Keras model"

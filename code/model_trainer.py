@@ -17,13 +17,13 @@ import json
 import sys
 from pathlib import Path
 
-from mnist_serving import config
+from mnist_serving import cli, config
 
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
     parser.add_argument("--batch-size", type=int, default=128, help="images per training step")
@@ -32,7 +32,7 @@ def parse_arguments(argv=None):
         type=int,
         default=None,
         metavar="N",
-        help="train on the first N training images only (smoke runs); default: all",
+        help="train on the first N training images only, for smoke runs (default: all)",
     )
     parser.add_argument(
         "--validation-size",

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from mnist_serving import export
+from mnist_serving import export, preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_png_and_float_signatures_agree(loaded, mnist):
         image=tf.constant((images / 255.0).astype(np.float32)[..., None])
     )
     pngs = loaded.signatures["predict_png"](
-        image_png=tf.constant([export.encode_png(image) for image in images])
+        image_png=tf.constant([preprocessing.encode_png(image) for image in images])
     )
     np.testing.assert_allclose(
         pngs["probabilities"].numpy(), floats["probabilities"].numpy(), atol=1e-6
@@ -63,7 +63,7 @@ def test_png_and_float_signatures_agree(loaded, mnist):
 
 
 def test_predict_png_refuses_a_png_that_is_not_28_by_28(loaded):
-    wrong_size = export.encode_png(np.zeros((30, 28), np.uint8))
+    wrong_size = preprocessing.encode_png(np.zeros((30, 28), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_png must be a 28x28 PNG"):
         loaded.signatures["predict_png"](image_png=tf.constant([wrong_size]))
 

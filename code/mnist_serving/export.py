@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 
-from mnist_serving import config
+from mnist_serving import config, preprocessing
 
 
 class ExportError(Exception):
@@ -201,7 +201,7 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
         batch = np.asarray(images[:batch_size])
         floats = (batch.astype(np.float32) / 255.0)[..., np.newaxis]
         expected = model.predict(floats, batch_size=batch_size, verbose=0)
-        pngs = tf.constant([encode_png(image) for image in batch])
+        pngs = tf.constant([preprocessing.encode_png(image) for image in batch])
         results = {
             config.DEFAULT_SIGNATURE: loaded.signatures[config.DEFAULT_SIGNATURE](
                 **{config.INPUT_NAME: tf.constant(floats)}
@@ -219,16 +219,6 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
                 )
             if not np.array_equal(digits, probabilities.argmax(axis=1)):
                 raise ExportError(f"signature '{name}' returns digits that are not the argmax")
-
-
-def encode_png(image):
-    """PNG bytes of a uint8 grey image (28 x 28), as `predict_png` expects them."""
-    import cv2
-
-    ok, encoded = cv2.imencode(".png", np.asarray(image, dtype=np.uint8))
-    if not ok:
-        raise ValueError("OpenCV could not encode the image as PNG")
-    return encoded.tobytes()
 
 
 def export_model(model, export_base, version=None, overwrite=False, check_images=None):

@@ -1,0 +1,262 @@
+"""A client of TensorFlow Serving's REST API for the digit classifier.
+
+It speaks only the documented API, so it works the same against TensorFlow
+Serving in Docker and against `model_server.py`. Images are preprocessed
+here, with `preprocessing`, and sent in batches: a few requests in flight at
+once, each carrying many images. With the `predict_png` signature an image
+travels as a ~300-byte PNG (`{"b64": ...}`) instead of ~9 KB of JSON floats.
+"""
+
+import base64
+import concurrent.futures
+import dataclasses
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import requests
+
+from mnist_serving import config, preprocessing
+
+
+class ClientError(Exception):
+    """A request could not be answered; the message is one line for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+    """What the client needs to know of a signature to call it."""
+
+    name: str
+    input_name: str
+    takes_png: bool
+    probabilities_output: str | None  # None when the probabilities are the only output.
+
+
+@dataclasses.dataclass
+class Result:
+    """The classification of one file, or why it failed."""
+
+    path: Path
+    probabilities: np.ndarray | None = None
+    error: str | None = None
+
+    @property
+    def digit(self):
+        return int(self.probabilities.argmax())
+
+    @property
+    def probability(self):
+        return float(self.probabilities.max())
+
+
+class ServingClient:
+    """Calls one model (and optionally one version or label) on a server.
+
+    Args:
+        server_url: Where TensorFlow Serving's REST API answers.
+        model_name: The served model's name.
+        version: A version number to pin, or None for the served default.
+        label: A version label (e.g. `stable`) instead of a version.
+        timeout: Seconds to wait for each answer.
+        connections: HTTP connections kept open, one per request in flight.
+    """
+
+    def __init__(
+        self,
+        server_url=config.DEFAULT_SERVER_URL,
+        model_name=config.MODEL_NAME,
+        version=None,
+        label=None,
+        timeout=30.0,
+        connections=4,
+    ):
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        self.server_url = server_url.rstrip("/")
+        self.model_name = model_name
+        self.timeout = timeout
+        path = f"/v1/models/{requests.utils.quote(model_name, safe='')}"
+        if version is not None:
+            path += f"/versions/{version}"
+        elif label is not None:
+            path += f"/labels/{requests.utils.quote(label, safe='')}"
+        self.model_url = self.server_url + path
+        self.session = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def _request(self, method, url, body=None):
+        try:
+            response = self.session.request(
+                method,
+                url,
+                data=body,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+                timeout=self.timeout,
+            )
+        except requests.exceptions.Timeout:
+            raise self._timeout_error() from None
+        except requests.exceptions.ConnectionError as error:
+            raise ClientError(
+                f"cannot reach the model server at {self.server_url} ({_reason(error)}); "
+                "start it with 'python code/model_server.py' or with Docker "
+                "('docker compose up', see Instructions.md)"
+            ) from None
+        try:
+            answer = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise ClientError(
+                f"{url} answered HTTP {response.status_code} without JSON: is "
+                f"{self.server_url} a TensorFlow Serving REST API?"
+            ) from None
+        if response.status_code != 200:
+            message = answer.get("error") if isinstance(answer, dict) else None
+            raise ClientError(
+                f"the model server answered HTTP {response.status_code}: {message or answer}"
+            )
+        return answer
+
+    def _timeout_error(self):
+        return ClientError(
+            f"no answer from {self.server_url} within {self.timeout:g} s (--timeout)"
+        )
+
+    def status(self):
+        """The model's version status, as TensorFlow Serving reports it."""
+        return self._request("GET", self.model_url)
+
+    def wait_until_available(self, seconds, poll_interval=0.5):
+        """Waits until the model (or the pinned version) is AVAILABLE.
+
+        Useful right after starting a server, which loads models before it
+        answers. Raises ClientError with the last problem after `seconds`.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                states = [entry["state"] for entry in self.status()["model_version_status"]]
+                if "AVAILABLE" in states:
+                    return
+                problem = f"model '{self.model_name}' is not AVAILABLE yet ({', '.join(states)})"
+            except ClientError as error:
+                problem = str(error)
+            if time.monotonic() >= deadline:
+                raise ClientError(f"waited {seconds:g} s: {problem}")
+            time.sleep(poll_interval)
+
+    def signature(self, name=None):
+        """Looks up a signature in the model's metadata.
+
+        Args:
+            name: A signature name; by default `predict_png` when the model has
+                it (compact requests), else `serving_default`.
+
+        Raises:
+            ClientError: Unknown model or version, or no such signature.
+        """
+        metadata = self._request("GET", self.model_url + "/metadata")
+        signatures = metadata["metadata"]["signature_def"]["signature_def"]
+        if name is None:
+            name = (
+                config.PNG_SIGNATURE
+                if config.PNG_SIGNATURE in signatures
+                else config.DEFAULT_SIGNATURE
+            )
+        if name not in signatures:
+            available = ", ".join(sorted(key for key in signatures if not key.startswith("__")))
+            raise ClientError(
+                f"model '{self.model_name}' has no signature '{name}' (it has: {available})"
+            )
+        inputs = signatures[name]["inputs"]
+        outputs = signatures[name]["outputs"]
+        if len(inputs) != 1:
+            raise ClientError(f"signature '{name}' takes {len(inputs)} inputs; expected one image")
+        [(input_name, input_info)] = inputs.items()
+        if input_info["dtype"] not in ("DT_STRING", "DT_FLOAT"):
+            raise ClientError(f"signature '{name}' takes {input_info['dtype']}, not images")
+        if config.PROBABILITIES_OUTPUT in outputs:
+            probabilities_output = config.PROBABILITIES_OUTPUT
+        elif len(outputs) == 1:
+            probabilities_output = None
+        else:
+            raise ClientError(f"signature '{name}' has no '{config.PROBABILITIES_OUTPUT}' output")
+        return Signature(name, input_name, input_info["dtype"] == "DT_STRING", probabilities_output)
+
+    def predict(self, signature, images):
+        """Classifies MNIST-form images (uint8, N x 28 x 28) in one request.
+
+        Returns:
+            float32 probabilities, N x 10.
+        """
+        if signature.takes_png:
+            values = [
+                {"b64": base64.b64encode(preprocessing.encode_png(image)).decode("ascii")}
+                for image in images
+            ]
+        else:
+            values = preprocessing.to_model_input(images)
+        body = orjson.dumps(
+            {"signature_name": signature.name, "inputs": {signature.input_name: values}},
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        outputs = self._request("POST", self.model_url + ":predict", body)["outputs"]
+        if signature.probabilities_output is not None:
+            outputs = outputs[signature.probabilities_output]
+        probabilities = np.asarray(outputs, dtype=np.float32)
+        if probabilities.shape != (len(images), config.NUM_CLASSES):
+            raise ClientError(
+                f"expected {len(images)} x {config.NUM_CLASSES} probabilities, "
+                f"got shape {probabilities.shape}"
+            )
+        return probabilities
+
+    def classify_files(self, paths, signature, batch_size=64, requests_in_flight=3):
+        """Classifies image files, yielding a `Result` per file, in order.
+
+        Files are read and preprocessed here while earlier batches are at the
+        server. A file that cannot be read or holds no digit gives a `Result`
+        with an error, and the others go on; a server error stops the run.
+        """
+        paths = list(paths)
+        with concurrent.futures.ThreadPoolExecutor(requests_in_flight) as pool:
+            pending = []
+            for start in range(0, len(paths), batch_size):
+                results, images = [], []
+                for path in paths[start : start + batch_size]:
+                    try:
+                        images.append(preprocessing.preprocess_file(path))
+                        results.append(Result(path))
+                    except preprocessing.PreprocessingError as error:
+                        results.append(Result(path, error=str(error)))
+                future = pool.submit(self.predict, signature, images) if images else None
+                pending.append((results, future))
+                # Keep a bounded number of batches ahead of the answers.
+                while len(pending) > requests_in_flight:
+                    yield from _collect(*pending.pop(0))
+            for results, future in pending:
+                yield from _collect(results, future)
+
+
+def _collect(results, future):
+    probabilities = iter(future.result() if future is not None else [])
+    for result in results:
+        if result.error is None:
+            result.probabilities = next(probabilities)
+        yield result
+
+
+def _reason(error):
+    """'connection refused' and the like, from a requests ConnectionError."""
+    text = str(error)
+    for pattern, reason in (
+        (r"Connection refused", "connection refused"),
+        (r"Name or service not known|nodename nor servname|getaddrinfo failed", "unknown host"),
+        (r"timed out", "connection timed out"),
+    ):
+        if re.search(pattern, text):
+            return reason
+    return text.splitlines()[0][:200]

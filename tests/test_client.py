@@ -1,0 +1,271 @@
+"""serving_request.py classifies image files through the real local model server."""
+
+import json
+import shutil
+import socket
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import run_script
+from server_fixtures import ServerProcess
+
+from mnist_serving import client, export, model, preprocessing
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, export_base):
+    """A base path with version 1 (the shared export) and a different version 2."""
+    base = tmp_path_factory.mktemp("client") / "my_digit_classifier"
+    shutil.copytree(export_base / "1", base / "1")
+    keras.utils.set_random_seed(1)
+    export.export_model(model.build_model(), base, version=2)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(two_versions, tmp_path_factory):
+    """model_server.py serving both versions, labelled stable (1) and canary (2)."""
+    config_file = tmp_path_factory.mktemp("config") / "models.config"
+    config_file.write_text(
+        f"""model_config_list {{ config {{
+          name: "my_digit_classifier" base_path: "{two_versions}" model_platform: "tensorflow"
+          model_version_policy {{ all {{}} }}
+          version_labels {{ key: "stable" value: 1 }}
+          version_labels {{ key: "canary" value: 2 }}
+        }} }}"""
+    )
+    with ServerProcess(f"--model_config_file={config_file}") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory, mnist):
+    """A folder of real files: MNIST test digits as PNG, one as JPEG, and two bad files."""
+    folder = tmp_path_factory.mktemp("images")
+    test_images = mnist[1][0]
+    for index in range(12):
+        cv2.imwrite(str(folder / f"digit_{index}.png"), test_images[index])
+    cv2.imwrite(str(folder / "digit_12.jpg"), test_images[12])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    return folder
+
+
+def expected_probabilities(version_dir, paths):
+    """What the export gives in-process for the same preprocessed files."""
+    loaded = tf.saved_model.load(str(version_dir))
+    pixels = np.stack([preprocessing.preprocess_file(path) for path in paths])
+    outputs = loaded.signatures["serving_default"](image=preprocessing.to_model_input(pixels))
+    return outputs["probabilities"].numpy()
+
+
+def classify(server, *arguments):
+    return run_script("serving_request.py", "--server", server.url, *arguments, timeout=300)
+
+
+def parse_line(line):
+    name, digit, probability = line.split()
+    return name, int(digit), float(probability.strip("(%)")) / 100
+
+
+def test_one_image_prints_its_class_and_probability(server, images, two_versions):
+    result = classify(server, "-i", images / "digit_3.png")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    name, digit, probability = parse_line(line)
+    expected = expected_probabilities(two_versions / "2", [images / "digit_3.png"])[0]
+    assert name == "digit_3.png"
+    assert digit == expected.argmax()
+    assert probability == pytest.approx(expected.max(), abs=5e-5)
+
+
+def test_the_original_commands_work_as_written(server, images):
+    single = classify(server, "-i", images / "digit_0.png", "-d", "True")
+    assert single.returncode == 0, single.stderr
+    assert single.stdout.startswith("digit_0.png  ")
+    with_probabilities = classify(server, "-i", images / "digit_0.png", "-d", "True", "-p", "True")
+    assert with_probabilities.returncode == 0
+    assert "probability" in with_probabilities.stdout.splitlines()[0]
+
+
+def test_a_folder_is_classified_in_name_order_and_bad_files_are_reported(server, images):
+    result = classify(server, "-i", images, "-d", "False")
+    assert result.returncode == 1  # Some files failed.
+    lines = result.stdout.splitlines()
+    names = [line.split()[0] for line in lines[:15]]
+    assert names == ["broken.png"] + [f"digit_{i}.png" for i in range(12)] + [
+        "digit_12.jpg",
+        "notes.txt",
+    ]
+    assert "failed:" in lines[0] and "failed:" in lines[14]
+    assert lines[15] == "15 images: 13 classified, 2 failed"
+    assert lines[16].startswith("per class: ")
+    assert sum(int(item.split(":")[1]) for item in lines[16][11:].split()) == 13
+    assert lines[17].startswith("failed: broken.png (") and lines[18].startswith(
+        "failed: notes.txt ("
+    )
+
+
+def test_folder_results_match_the_export_in_process(server, images, two_versions):
+    paths = [images / f"digit_{i}.png" for i in range(12)]
+    expected = expected_probabilities(two_versions / "2", paths)
+    result = classify(server, "-i", images, "--json", "-p")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    by_name = {record["file"]: record for record in records}
+    for path, probabilities in zip(paths, expected, strict=True):
+        record = by_name[path.name]
+        assert record["class"] == probabilities.argmax()
+        np.testing.assert_allclose(record["probabilities"], probabilities, atol=1e-6)
+
+
+def test_json_gives_one_object_per_image_and_the_summary_on_stderr(server, images):
+    result = classify(server, "-i", images, "--json")
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 15
+    assert {"file", "class", "probability"} == set(records[1])
+    assert {"file", "error"} == set(records[0])
+    assert "15 images: 13 classified, 2 failed" in result.stderr
+
+
+def test_probabilities_flag_prints_all_ten(server, images):
+    result = classify(server, "-i", images / "digit_5.png", "-p")
+    header, row = result.stdout.splitlines()
+    assert header.split()[3:] == [str(digit) for digit in range(10)]
+    percentages = [float(value.rstrip("%")) for value in row.split()[3:]]
+    assert len(percentages) == 10
+    assert sum(percentages) == pytest.approx(100, abs=0.1)
+
+
+def test_both_signatures_give_the_same_answer(server, images):
+    png = classify(server, "-i", images, "--json", "-p", "--signature", "predict_png")
+    floats = classify(server, "-i", images, "--json", "-p", "--signature", "serving_default")
+    for first, second in zip(png.stdout.splitlines(), floats.stdout.splitlines(), strict=True):
+        first, second = json.loads(first), json.loads(second)
+        assert first["file"] == second["file"]
+        if "error" not in first:
+            np.testing.assert_allclose(first["probabilities"], second["probabilities"], atol=1e-6)
+
+
+def test_small_batches_give_the_same_results(server, images):
+    whole = classify(server, "-i", images, "--json", "-p")
+    in_threes = classify(server, "-i", images, "--json", "-p", "--batch-size", "3")
+    assert whole.stdout == in_threes.stdout
+
+
+def test_a_version_is_chosen_with_a_flag(server, images, two_versions):
+    path = images / "digit_7.png"
+    first = expected_probabilities(two_versions / "1", [path])[0]
+    second = expected_probabilities(two_versions / "2", [path])[0]
+    assert not np.allclose(first, second)  # The two versions differ, so the test can tell.
+    for version, expected in (("1", first), ("2", second)):
+        result = classify(server, "-i", path, "--json", "-p", "--model-version", version)
+        record = json.loads(result.stdout)
+        np.testing.assert_allclose(record["probabilities"], expected, atol=1e-6)
+
+
+def test_a_version_is_chosen_by_its_label(server, images, two_versions):
+    path = images / "digit_7.png"
+    for label, version in (("stable", "1"), ("canary", "2")):
+        expected = expected_probabilities(two_versions / version, [path])[0]
+        result = classify(server, "-i", path, "--json", "-p", "--model-label", label)
+        np.testing.assert_allclose(json.loads(result.stdout)["probabilities"], expected, atol=1e-6)
+
+
+def test_an_unknown_version_gives_the_servers_message(server, images):
+    result = classify(server, "-i", images / "digit_1.png", "--model-version", "9")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "serving_request.py: error: the model server answered HTTP 404: "
+        "Servable not found for request: Specific(my_digit_classifier, 9)"
+    )
+
+
+def test_an_unknown_model_gives_the_servers_message(server, images):
+    result = classify(server, "-i", images / "digit_1.png", "--model-name", "no_such_model")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "serving_request.py: error: the model server answered HTTP 404: "
+        "Servable not found for request: Latest(no_such_model)"
+    )
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_server_down_is_one_line_that_says_how_to_start_one(images):
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run_script("serving_request.py", "--server", url, "-i", images / "digit_1.png")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"serving_request.py: error: cannot reach the model server at {url} (connection refused)"
+    )
+    assert "model_server.py" in line and "docker" in line.lower()
+
+
+def test_a_missing_path_is_a_usage_error(tmp_path):
+    result = run_script("serving_request.py", "-i", tmp_path / "nothing.png")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"serving_request.py: error: no such file or folder: {tmp_path / 'nothing.png'}"
+    )
+
+
+def test_an_empty_folder_is_a_usage_error(tmp_path):
+    result = run_script("serving_request.py", "-i", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"serving_request.py: error: no files in {tmp_path}"
+
+
+def test_a_bad_boolean_is_a_usage_error(images):
+    result = run_script("serving_request.py", "-i", images, "-p", "maybe")
+    assert result.returncode == 2
+    assert "expected True or False, got 'maybe'" in result.stderr
+
+
+def test_version_and_label_together_are_a_usage_error(images):
+    result = run_script(
+        "serving_request.py", "-i", images, "--model-version", "1", "--model-label", "stable"
+    )
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr
+
+
+def test_recursive_finds_images_in_subfolders(server, tmp_path, mnist):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "top.png"), mnist[1][0][0])
+    cv2.imwrite(str(tmp_path / "a" / "b" / "deep.png"), mnist[1][0][1])
+    flat = classify(server, "-i", tmp_path, "--json")
+    deep = classify(server, "-i", tmp_path, "--json", "-r")
+    assert [json.loads(line)["file"] for line in flat.stdout.splitlines()] == ["top.png"]
+    assert [json.loads(line)["file"] for line in deep.stdout.splitlines()] == [
+        "a/b/deep.png",
+        "top.png",
+    ]
+
+
+def test_the_client_library_waits_for_a_model_that_is_served(server):
+    serving = client.ServingClient(server.url)
+    serving.wait_until_available(5)
+    assert serving.signature().name == "predict_png"
+
+
+def test_a_server_that_does_not_answer_times_out_in_one_line(images):
+    # A socket that accepts connections and never answers: a hung server.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = run_script(
+            "serving_request.py", "--server", url, "--timeout", "1", "-i", images / "digit_1.png"
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"serving_request.py: error: no answer from {url} within 1 s (--timeout)"
+    )
