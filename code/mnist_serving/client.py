@@ -103,8 +103,8 @@ class ServingClient:
         except requests.exceptions.ConnectionError as error:
             raise ClientError(
                 f"cannot reach the model server at {self.server_url} ({_reason(error)}); "
-                "start it with 'python code/model_server.py' or with Docker "
-                "('docker compose up', see Instructions.md)"
+                "start code/model_server.py ('make serve') or TensorFlow Serving in Docker "
+                "('docker compose up'), see Instructions.md"
             ) from None
         try:
             answer = orjson.loads(response.content)
