@@ -51,8 +51,9 @@ serve: $(RUNTIME_STAMP)
 classify: $(RUNTIME_STAMP)
 	cd code && ../$(BIN)/python serving_request.py -i ../test_images
 
-# Train, export, start model_server.py in the background, wait until it serves,
-# run the original document's commands, and stop the server whatever happens.
+# Train, export, start model_server.py in the background, wait until it listens
+# and the model is AVAILABLE, run the original document's commands, and stop
+# the server whatever happens.
 demo: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_trainer.py
 	$(BIN)/python code/export_model.py
@@ -66,6 +67,7 @@ demo: $(RUNTIME_STAMP)
 	done; \
 	cd code; \
 	client="../$(BIN)/python serving_request.py --server http://localhost:$(DEMO_PORT)"; \
+	$$client -i ../test_images/image_7.png --wait 120 > /dev/null; \
 	echo; echo '$$ python serving_request.py -i ../test_images/image_7.png -d True'; \
 	$$client -i ../test_images/image_7.png -d True; \
 	echo; echo '$$ python serving_request.py -i ../test_images -d False'; \

@@ -67,6 +67,12 @@ def parse_arguments(argv=None):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    if not arguments.model.is_file():
+        # Said before TensorFlow is imported, so the error is the only output.
+        sys.exit(
+            f"export_model.py: error: no trained model at {arguments.model}: "
+            "run model_trainer.py first"
+        )
     from mnist_serving import data, export
 
     try:
