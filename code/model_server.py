@@ -53,7 +53,7 @@ def build_parser():
     )
     parser.add_argument(
         "--rest_api_host",
-        default="127.0.0.1",
+        default=config.REST_HOST,
         help="address to listen on; 0.0.0.0 serves other machines too",
     )
     parser.add_argument(

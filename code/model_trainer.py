@@ -139,6 +139,7 @@ def train(arguments):
             dataset,
             epochs=arguments.epochs,
             validation_data=validation,
+            shuffle=False,  # The dataset shuffles itself, with the seed.
             verbose=1 if sys.stdout.isatty() else 2,
         )
 

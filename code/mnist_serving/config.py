@@ -23,6 +23,8 @@ SERVE_TAG = "serve"
 # TensorFlow Serving's ports: gRPC and REST, as in its Docker image.
 GRPC_PORT = 8500
 REST_PORT = 8501
+# The local server listens on this machine only, unless asked otherwise.
+REST_HOST = "127.0.0.1"
 DEFAULT_SERVER_URL = f"http://localhost:{REST_PORT}"
 
 # Where things live, whatever the working directory.

@@ -27,12 +27,13 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from mnist_serving import config
 from mnist_serving.status import CODE_NUMBERS, ServingError, first_lines
 
 LOGGER = logging.getLogger("model_server")
 
-SERVE_TAG = "serve"
-DEFAULT_SIGNATURE = "serving_default"
+SERVE_TAG = config.SERVE_TAG
+DEFAULT_SIGNATURE = config.DEFAULT_SIGNATURE
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # Inputs declared with at least this rank must be sent with that rank.
 MIN_CHECKED_RANK = 3

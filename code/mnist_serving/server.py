@@ -27,7 +27,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from mnist_serving import json_parsing, rest_json
+from mnist_serving import config, json_parsing, rest_json
 from mnist_serving.monitoring import Metrics
 from mnist_serving.status import ServingError
 
@@ -68,8 +68,8 @@ class ServerOptions:
     """Everything `model_server.py`'s flags decide."""
 
     models: list
-    rest_api_host: str = "127.0.0.1"
-    rest_api_port: int = 8501
+    rest_api_host: str = config.REST_HOST
+    rest_api_port: int = config.REST_PORT
     file_system_poll_wait_seconds: float = 1.0
     rest_api_timeout_in_ms: int = 30000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
