@@ -99,13 +99,8 @@ def build_parser():
         default=DEFAULT_MAX_REQUEST_BYTES,
         help="largest request body accepted, after gzip decompression; larger gets HTTP 413",
     )
-    parser.add_argument(
-        "--enable_batching",
-        type=cli.parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="merge concurrent predict requests into batches",
+    cli.add_bool_flag(
+        parser, "--enable_batching", help="merge concurrent predict requests into batches"
     )
     parser.add_argument(
         "--batching_parameters_file",
@@ -119,12 +114,9 @@ def build_parser():
         help="text MonitoringConfig; prometheus_config { enable: true } serves metrics "
         "on the REST port",
     )
-    parser.add_argument(
+    cli.add_bool_flag(
+        parser,
         "--rest_api_enable_cors_support",
-        type=cli.parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
         help="add CORS headers and answer OPTIONS preflight requests",
     )
     parser.add_argument(
@@ -139,11 +131,9 @@ def build_parser():
         default=0,
         help="ops TensorFlow runs at once (default: 0, TensorFlow chooses)",
     )
-    parser.add_argument(
+    cli.add_bool_flag(
+        parser,
         "--enable_model_warmup",
-        type=cli.parse_bool,
-        nargs="?",
-        const=True,
         default=True,
         help="replay assets.extra/tf_serving_warmup_requests when a version loads",
     )
@@ -153,12 +143,9 @@ def build_parser():
         default=1,
         help="times each warm-up record is replayed",
     )
-    parser.add_argument(
+    cli.add_bool_flag(
+        parser,
         "--allow_version_labels_for_unavailable_models",
-        type=cli.parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
         help="start even if a version label points at a version that is not loaded",
     )
     parser.add_argument(

@@ -46,26 +46,18 @@ def parse_arguments(argv=None):
     parser.add_argument(
         "-i", "--input", type=Path, required=True, help="an image file, or a folder of images"
     )
-    parser.add_argument(
+    cli.add_bool_flag(
+        parser,
         "-d",
         "--directory",
-        type=cli.parse_bool,
-        nargs="?",
-        const=True,
         default=None,
         help="kept for the original commands; ignored: the input path tells a file from a folder",
     )
     parser.add_argument(
         "-r", "--recursive", action="store_true", help="also classify images in subfolders"
     )
-    parser.add_argument(
-        "-p",
-        "--probabilities",
-        type=cli.parse_bool,
-        nargs="?",
-        const=True,
-        default=False,
-        help="print the probabilities of all ten digits",
+    cli.add_bool_flag(
+        parser, "-p", "--probabilities", help="print the probabilities of all ten digits"
     )
     parser.add_argument(
         "--server", default=config.DEFAULT_SERVER_URL, help="the REST API of the model server"

@@ -25,3 +25,8 @@ def parse_bool(text):
     if value in ("false", "f", "no", "n", "0", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
+
+
+def add_bool_flag(parser, *names, default=False, help=None):
+    """Adds a flag that is true alone (`-p`) and also takes a value (`-p False`, `--x=true`)."""
+    parser.add_argument(*names, type=parse_bool, nargs="?", const=True, default=default, help=help)
