@@ -41,18 +41,17 @@ def run_script(script, *arguments, timeout=600, cwd=None):
     )
 
 
+# A smoke run: 1,000 training images (900 to fit, 100 to validate), one epoch.
+SMOKE_TRAINING = ("--epochs", 1, "--limit", 1000, "--seed", 7)
+
+
 @pytest.fixture(scope="session")
 def smoke_training(tmp_path_factory):
     """One real run of model_trainer.py on 1,000 training images for 1 epoch."""
     folder = tmp_path_factory.mktemp("smoke")
     result = run_script(
         "model_trainer.py",
-        "--epochs",
-        1,
-        "--limit",
-        1000,
-        "--seed",
-        7,
+        *SMOKE_TRAINING,
         "--output",
         folder / "cnnModel.h5",
         "--figures",

@@ -8,7 +8,7 @@ import time
 
 import h5py
 import pytest
-from conftest import run_script
+from conftest import SMOKE_TRAINING, run_script
 
 from mnist_serving import config, training
 
@@ -79,12 +79,7 @@ def test_the_same_seed_gives_the_same_metrics(smoke_training, tmp_path):
     folder, _ = smoke_training
     result = run_script(
         "model_trainer.py",
-        "--epochs",
-        1,
-        "--limit",
-        1000,
-        "--seed",
-        7,
+        *SMOKE_TRAINING,
         "--no-figures",
         "--output",
         tmp_path / "again.h5",
