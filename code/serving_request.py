@@ -14,6 +14,7 @@ Typical usage (from code/, with a server running):
 import argparse
 import re
 import sys
+import urllib.parse
 from pathlib import Path
 
 from mnist_serving import cli, config
@@ -25,17 +26,37 @@ PROGRESS_BAR_THRESHOLD = 200
 
 
 def positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
     return value
 
 
 def positive_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
     return value
+
+
+def server_url(text):
+    """An http(s)://host[:port] address, checked before anything is sent."""
+    parts = urllib.parse.urlsplit(text)
+    try:
+        port_is_valid = parts.port is None or parts.port > 0
+    except ValueError:
+        port_is_valid = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_is_valid:
+        raise argparse.ArgumentTypeError(
+            f"expected an address such as {config.DEFAULT_SERVER_URL}, got '{text}'"
+        )
+    return text
 
 
 def parse_arguments(argv=None):
@@ -60,7 +81,10 @@ def parse_arguments(argv=None):
         parser, "-p", "--probabilities", help="print the probabilities of all ten digits"
     )
     parser.add_argument(
-        "--server", default=config.DEFAULT_SERVER_URL, help="the REST API of the model server"
+        "--server",
+        type=server_url,
+        default=config.DEFAULT_SERVER_URL,
+        help="the REST API of the model server",
     )
     parser.add_argument("--model-name", default=config.MODEL_NAME, help="the served model")
     pinned = parser.add_mutually_exclusive_group()

@@ -3,6 +3,9 @@
 import json
 import shutil
 import socket
+import subprocess
+import sys
+import time
 
 import cv2
 import keras
@@ -192,6 +195,16 @@ def test_an_unknown_model_gives_the_servers_message(server, images):
     )
 
 
+def wait_until_listening(port, seconds=30):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -227,6 +240,47 @@ def test_a_bad_boolean_is_a_usage_error(images):
     result = run_script("serving_request.py", "-i", images, "-p", "maybe")
     assert result.returncode == 2
     assert "expected True or False, got 'maybe'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "address", ["localhost:8501", "ftp://host", "http://", "http://host:99999"]
+)
+def test_a_malformed_server_address_is_a_usage_error(images, address):
+    result = run_script("serving_request.py", "--server", address, "-i", images)
+    assert result.returncode == 2
+    assert f"expected an address such as http://localhost:8501, got '{address}'" in result.stderr
+
+
+def test_a_server_that_is_not_tensorflow_serving_is_one_line(images, tmp_path):
+    # A real HTTP server that answers every GET with JSON of another kind.
+    (tmp_path / "v1" / "models" / "my_digit_classifier").mkdir(parents=True)
+    (tmp_path / "v1" / "models" / "my_digit_classifier" / "metadata").write_text('{"a": 1}')
+    port = free_port()
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ) as other:
+        try:
+            url = f"http://127.0.0.1:{port}"
+            wait_until_listening(port)
+            result = run_script("serving_request.py", "--server", url, "-i", images / "digit_1.png")
+        finally:
+            other.terminate()
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"serving_request.py: error: the metadata answer of {url} is not TensorFlow "
+        "Serving's: is --server the REST API of a model server?"
+    )
 
 
 def test_version_and_label_together_are_a_usage_error(images):

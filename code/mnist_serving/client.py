@@ -106,6 +106,8 @@ class ServingClient:
                 "start code/model_server.py ('make serve') or TensorFlow Serving in Docker "
                 "('docker compose up'), see Instructions.md"
             ) from None
+        except requests.exceptions.RequestException as error:
+            raise ClientError(f"cannot send a request to {url}: {error}") from None
         try:
             answer = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -119,6 +121,12 @@ class ServingClient:
                 f"the model server answered HTTP {response.status_code}: {message or answer}"
             )
         return answer
+
+    def _unexpected_answer(self, request):
+        return ClientError(
+            f"the {request} answer of {self.server_url} is not TensorFlow Serving's: "
+            "is --server the REST API of a model server?"
+        )
 
     def _timeout_error(self):
         return ClientError(
@@ -159,7 +167,10 @@ class ServingClient:
             ClientError: Unknown model or version, or no such signature.
         """
         metadata = self._request("GET", self.model_url + "/metadata")
-        signatures = metadata["metadata"]["signature_def"]["signature_def"]
+        try:
+            signatures = metadata["metadata"]["signature_def"]["signature_def"]
+        except (KeyError, TypeError):
+            raise self._unexpected_answer("metadata") from None
         if name is None:
             name = (
                 config.PNG_SIGNATURE
@@ -203,10 +214,14 @@ class ServingClient:
             {"signature_name": signature.name, "inputs": {signature.input_name: values}},
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
-        outputs = self._request("POST", self.model_url + ":predict", body)["outputs"]
-        if signature.probabilities_output is not None:
-            outputs = outputs[signature.probabilities_output]
-        probabilities = np.asarray(outputs, dtype=np.float32)
+        answer = self._request("POST", self.model_url + ":predict", body)
+        try:
+            outputs = answer["outputs"]
+            if signature.probabilities_output is not None:
+                outputs = outputs[signature.probabilities_output]
+            probabilities = np.asarray(outputs, dtype=np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise self._unexpected_answer("predict") from None
         if probabilities.shape != (len(images), config.NUM_CLASSES):
             raise ClientError(
                 f"expected {len(images)} x {config.NUM_CLASSES} probabilities, "
