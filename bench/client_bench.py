@@ -35,7 +35,7 @@ import orjson
 import requests
 from serving_bench import PROJECT_DIR, ensure_model, memory_mib, start_server
 
-from mnist_serving import cli, config, data, export, preprocessing
+from mnist_serving import cli, config, data, preprocessing, savedmodel
 
 # One line of the results table.
 ROW = "{:<46}{:>8}{:>9}{:>10}{:>10}{:>15}"
@@ -147,7 +147,7 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         base, untrained = ensure_model(arguments.model_base, scratch)
-        version = export.version_numbers(base)[-1]
+        version = savedmodel.version_numbers(base)[-1]
         if untrained:
             print(f"No export in {arguments.model_base}: serving an UNTRAINED CNN")
             print("(its accuracy is chance; export a trained model to measure accuracy)")

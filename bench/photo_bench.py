@@ -30,7 +30,7 @@ sys.path.insert(0, str(PROJECT_DIR / "code"))
 
 from make_test_images import draw_photo  # noqa: E402 - found through the path above.
 
-from mnist_serving import cli, config, data, export, preprocessing  # noqa: E402
+from mnist_serving import cli, config, data, preprocessing, savedmodel  # noqa: E402
 
 
 def parse_arguments(argv=None):
@@ -84,7 +84,7 @@ def main(argv=None):
     arguments = parse_arguments(argv)
     import tensorflow as tf
 
-    versions = export.version_numbers(arguments.model_base)
+    versions = savedmodel.version_numbers(arguments.model_base)
     if not versions:
         sys.exit(
             f"photo_bench.py: error: no export in {arguments.model_base}: run make train export"

@@ -35,7 +35,7 @@ sys.path.insert(0, str(PROJECT_DIR / "code"))
 import orjson  # noqa: E402 - after the path set-up that finds mnist_serving.
 import requests  # noqa: E402
 
-from mnist_serving import config, data, export, preprocessing  # noqa: E402
+from mnist_serving import config, data, export, preprocessing, savedmodel  # noqa: E402
 
 READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
 
@@ -81,7 +81,7 @@ def parse_arguments(argv=None):
 
 def ensure_model(base_path, scratch):
     """A base path with at least one version; exports an untrained CNN if needed."""
-    if export.version_numbers(base_path):
+    if savedmodel.version_numbers(base_path):
         return base_path, False
     import keras
 
@@ -226,7 +226,7 @@ def main(argv=None):
     images = data.load_mnist()[1][0]
     with tempfile.TemporaryDirectory(prefix="serving_bench-") as scratch:
         base_path, exported = ensure_model(arguments.model_base_path, scratch)
-        version = export.version_numbers(base_path)[-1]
+        version = savedmodel.version_numbers(base_path)[-1]
         if exported:
             print(
                 f"No export under {arguments.model_base_path}: serving an untrained copy of "

@@ -73,7 +73,7 @@ def main(argv=None):
             f"export_model.py: error: no trained model at {arguments.model}: "
             "run model_trainer.py first"
         )
-    from mnist_serving import data, export
+    from mnist_serving import data, export, savedmodel
 
     try:
         model = export.load_keras_model(arguments.model)
@@ -95,7 +95,7 @@ def main(argv=None):
         f"Checked: reloaded, same probabilities as the Keras model on {CHECK_IMAGES} "
         "test digits at batch sizes 1 and 32, through both signatures."
     )
-    signatures = export.read_signature_defs(path)
+    signatures = savedmodel.read_signature_defs(path)
     for name in (config.DEFAULT_SIGNATURE, config.PNG_SIGNATURE):
         print(f"\nsignature_def['{name}']:")
         print(export.describe_signature(signatures[name]))

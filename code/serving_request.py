@@ -17,6 +17,8 @@ import sys
 import urllib.parse
 from pathlib import Path
 
+import orjson
+
 from mnist_serving import cli, config
 
 # Exit statuses.
@@ -163,8 +165,6 @@ class Report:
         return str(path.relative_to(self.root)) if self.root else path.name
 
     def add(self, result):
-        import orjson
-
         name = self.name(result.path)
         if result.error is not None:
             self.failures.append((name, result.error))
@@ -226,7 +226,11 @@ def classify(arguments, paths):
     )
 
     def write(line):
-        tqdm.write(line, file=sys.stdout) if not progress.disable else print(line)
+        # Above the progress bar when there is one, so the two do not mix.
+        if progress.disable:
+            print(line)
+        else:
+            tqdm.write(line, file=sys.stdout)
 
     report = Report(root, width, arguments.probabilities, arguments.json, write)
     with progress:

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from mnist_serving import export, preprocessing
+from mnist_serving import export, preprocessing, savedmodel
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def tensor_specs(tensors):
 
 
 def test_serving_default_takes_image_and_returns_probabilities_and_digit(export_base):
-    signature = export.read_signature_defs(export_base / "1")["serving_default"]
+    signature = savedmodel.read_signature_defs(export_base / "1")["serving_default"]
     assert signature.method_name == "tensorflow/serving/predict"
     assert tensor_specs(signature.inputs) == {"image": ("float32", [-1, 28, 28, 1])}
     assert tensor_specs(signature.outputs) == {
@@ -31,7 +31,7 @@ def test_serving_default_takes_image_and_returns_probabilities_and_digit(export_
 
 
 def test_predict_png_takes_png_strings_and_returns_the_same_outputs(export_base):
-    signature = export.read_signature_defs(export_base / "1")["predict_png"]
+    signature = savedmodel.read_signature_defs(export_base / "1")["predict_png"]
     assert signature.method_name == "tensorflow/serving/predict"
     assert tensor_specs(signature.inputs) == {"image_png": ("string", [-1])}
     assert set(signature.outputs) == {"probabilities", "digit"}
@@ -72,14 +72,14 @@ def test_versions_count_up_from_1(tmp_path, untrained_model):
     base = tmp_path / "my_digit_classifier"
     assert export.export_model(untrained_model, base)[0] == 1
     assert export.export_model(untrained_model, base)[0] == 2
-    assert export.version_numbers(base) == [1, 2]
+    assert savedmodel.version_numbers(base) == [1, 2]
 
 
 def test_the_next_version_follows_the_highest_and_ignores_other_folders(tmp_path):
     base = tmp_path / "models"
     for name in ("3", "00000010", ".export-11-abc", "notes", "7b"):
         (base / name).mkdir(parents=True)
-    assert export.version_numbers(base) == [3, 10]
+    assert savedmodel.version_numbers(base) == [3, 10]
     assert export.next_version(base) == 11
 
 
@@ -195,3 +195,10 @@ def test_version_zero_is_a_usage_error():
     result = run_script("export_model.py", "--version", 0)
     assert result.returncode == 2
     assert "--version must be a positive integer, got 0" in result.stderr
+
+
+def test_only_ascii_digit_folders_are_versions(tmp_path):
+    # str.isdigit() and int() accept more than TensorFlow Serving does.
+    for name in ("2", "²", "٣", "+4", " 5"):
+        (tmp_path / name).mkdir()
+    assert savedmodel.version_numbers(tmp_path) == [2]

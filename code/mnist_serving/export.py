@@ -15,32 +15,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
-from tensorflow.core.protobuf import saved_model_pb2
 
-from mnist_serving import config, preprocessing
+from mnist_serving import config, preprocessing, savedmodel
+from mnist_serving.status import ServingError
 
 
 class ExportError(Exception):
     """The model cannot be exported or the export did not check out."""
 
 
-def version_numbers(export_base):
-    """The integer versions under `export_base`, as TensorFlow Serving sees them.
-
-    Like TensorFlow Serving, any folder whose whole name is a non-negative
-    integer counts (`00000123` is version 123); other names are ignored.
-    """
-    base = Path(export_base)
-    if not base.is_dir():
-        return []
-    return sorted(
-        int(child.name) for child in base.iterdir() if child.is_dir() and child.name.isdigit()
-    )
-
-
 def next_version(export_base):
     """1 when `export_base` holds no version, else the highest version plus 1."""
-    versions = version_numbers(export_base)
+    versions = savedmodel.version_numbers(export_base)
     return versions[-1] + 1 if versions else 1
 
 
@@ -117,19 +103,6 @@ def build_archive(model):
     return archive
 
 
-def read_signature_defs(saved_model_dir):
-    """The SignatureDefs of the `serve` MetaGraph of a SavedModel, by name.
-
-    Reads `saved_model.pb` directly, so nothing is loaded into TensorFlow.
-    """
-    saved_model = saved_model_pb2.SavedModel()
-    saved_model.ParseFromString((Path(saved_model_dir) / "saved_model.pb").read_bytes())
-    for meta_graph in saved_model.meta_graphs:
-        if config.SERVE_TAG in meta_graph.meta_info_def.tags:
-            return dict(meta_graph.signature_def)
-    raise ExportError(f"{saved_model_dir} has no MetaGraph tagged '{config.SERVE_TAG}'")
-
-
 def describe_signature(signature_def):
     """The text `saved_model_cli show --signature_def NAME` prints for one signature."""
 
@@ -157,6 +130,14 @@ def describe_signature(signature_def):
     return "\n".join(lines)
 
 
+def _tensor_specs(tensors):
+    """{name: (dtype enum, [dim sizes])} of a signature's inputs or outputs."""
+    return {
+        key: (tensor.dtype, [dim.size for dim in tensor.tensor_shape.dim])
+        for key, tensor in tensors.items()
+    }
+
+
 def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
     """Reloads an export and checks it against the Keras model it came from.
 
@@ -166,35 +147,28 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
     Raises:
         ExportError: A signature is missing or differs from the Keras model.
     """
-    signature_defs = read_signature_defs(saved_model_dir)
-    expected_inputs = {
-        config.DEFAULT_SIGNATURE: (
-            config.INPUT_NAME,
-            types_pb2.DT_FLOAT,
-            [-1, *config.IMAGE_SHAPE],
-        ),
-        config.PNG_SIGNATURE: (config.PNG_INPUT_NAME, types_pb2.DT_STRING, [-1]),
-    }
-    expected_outputs = {
+    try:
+        signature_defs = savedmodel.read_signature_defs(saved_model_dir)
+    except ServingError as error:
+        raise ExportError(str(error)) from None
+    outputs = {
         config.PROBABILITIES_OUTPUT: (types_pb2.DT_FLOAT, [-1, config.NUM_CLASSES]),
         config.DIGIT_OUTPUT: (types_pb2.DT_INT64, [-1]),
     }
-    for name, (input_name, dtype, shape) in expected_inputs.items():
+    expected = {
+        config.DEFAULT_SIGNATURE: (
+            {config.INPUT_NAME: (types_pb2.DT_FLOAT, [-1, *config.IMAGE_SHAPE])},
+            outputs,
+        ),
+        config.PNG_SIGNATURE: ({config.PNG_INPUT_NAME: (types_pb2.DT_STRING, [-1])}, outputs),
+    }
+    for name, (inputs, outputs) in expected.items():
         if name not in signature_defs:
             raise ExportError(f"signature '{name}' is missing")
         signature = signature_defs[name]
-        actual = {
-            key: (tensor.dtype, [dim.size for dim in tensor.tensor_shape.dim])
-            for key, tensor in signature.inputs.items()
-        }
-        if actual != {input_name: (dtype, shape)}:
-            raise ExportError(f"signature '{name}' has inputs {actual}")
-        actual = {
-            key: (tensor.dtype, [dim.size for dim in tensor.tensor_shape.dim])
-            for key, tensor in signature.outputs.items()
-        }
-        if actual != expected_outputs or signature.method_name != config.PREDICT_METHOD:
-            raise ExportError(f"signature '{name}' has outputs {actual}")
+        actual = (_tensor_specs(signature.inputs), _tensor_specs(signature.outputs))
+        if actual != (inputs, outputs) or signature.method_name != config.PREDICT_METHOD:
+            raise ExportError(f"signature '{name}' has inputs and outputs {actual}")
 
     loaded = tf.saved_model.load(str(saved_model_dir))
     for batch_size in batch_sizes:

@@ -27,7 +27,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from mnist_serving import config
+from mnist_serving import config, savedmodel
 from mnist_serving.status import CODE_NUMBERS, ServingError, first_lines
 
 LOGGER = logging.getLogger("model_server")
@@ -134,39 +134,6 @@ def _model_from_proto(entry, base_path, path):
     )
 
 
-def read_signature_defs(saved_model_dir):
-    """The SignatureDefs of a SavedModel's `serve` MetaGraph, by key.
-
-    Raises:
-        ServingError: NOT_FOUND without saved_model.pb, DATA_LOSS when it does
-            not parse, NOT_FOUND when no MetaGraph is tagged `serve`.
-    """
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    pb_path = Path(saved_model_dir) / "saved_model.pb"
-    try:
-        data = pb_path.read_bytes()
-    except OSError:
-        raise ServingError(
-            "NOT_FOUND",
-            "Could not find SavedModel .pb or .pbtxt at supplied export directory path: "
-            f"{saved_model_dir}",
-        ) from None
-    saved_model = saved_model_pb2.SavedModel()
-    try:
-        saved_model.ParseFromString(data)
-    except Exception:  # noqa: BLE001 - protobuf raises DecodeError or RuntimeError.
-        raise ServingError("DATA_LOSS", f"Could not parse {pb_path}") from None
-    for meta_graph in saved_model.meta_graphs:
-        if SERVE_TAG in meta_graph.meta_info_def.tags:
-            return dict(meta_graph.signature_def)
-    raise ServingError(
-        "NOT_FOUND",
-        f"Could not find meta graph def matching supplied tags: {{ {SERVE_TAG} }}. To inspect "
-        "available tag-sets in the SavedModel, please use the SavedModel CLI: `saved_model_cli`",
-    )
-
-
 class LoadedVersion:
     """One loaded SavedModel version: its signatures, ready to run.
 
@@ -180,7 +147,7 @@ class LoadedVersion:
         self.model_name = model_name
         self.version = version
         self.path = str(path)
-        self.signature_defs = read_signature_defs(path)
+        self.signature_defs = savedmodel.read_signature_defs(path)
         self._loaded = tf.saved_model.load(self.path, tags=[SERVE_TAG])
         self.functions = {}
         for key in self.signature_defs:
@@ -192,7 +159,8 @@ class LoadedVersion:
         }
         self.input_shapes = {
             key: {
-                alias: None if info.tensor_shape.unknown_rank
+                alias: None
+                if info.tensor_shape.unknown_rank
                 else [dim.size for dim in info.tensor_shape.dim]
                 for alias, info in signature.inputs.items()
             }
@@ -513,9 +481,8 @@ class ServableManager:
             return None
         versions = {}
         for child in children:
-            # int() would take '+1', ' 1' or '1_0'; TF Serving wants digits.
-            if child.name.isascii() and child.name.isdigit() and child.is_dir():
-                number = int(child.name)
+            number = savedmodel.version_number(child.name)
+            if number is not None and child.is_dir():
                 if number in versions:
                     _warn_once(
                         state,
@@ -573,7 +540,8 @@ class ServableManager:
                     continue  # Failed before and unchanged since: do not retry.
                 LOGGER.info(
                     "Contents of %s changed; retrying servable %s",
-                    on_disk[version], servable_id(config.name, version),
+                    on_disk[version],
+                    servable_id(config.name, version),
                 )
             self._load(state, version, on_disk[version])
         self._unload_unwanted(state, aspired)
@@ -599,7 +567,9 @@ class ServableManager:
             if replayed:
                 LOGGER.info(
                     "Finished reading warmup data for model at %s. Number of warmup records "
-                    "read: %d.", path, replayed,
+                    "read: %d.",
+                    path,
+                    replayed,
                 )
         except ServingError as error:
             self._fail(state, record, error.code, error.message)
@@ -618,7 +588,8 @@ class ServableManager:
             self._set_state(state, record, AVAILABLE)
         LOGGER.info(
             "Successfully loaded servable version %s (%.2f s)",
-            servable_id(name, version), time.monotonic() - started,
+            servable_id(name, version),
+            time.monotonic() - started,
         )
 
     def _fail(self, state, record, code, message):
@@ -628,7 +599,9 @@ class ServableManager:
             self._set_state(state, record, END)
         LOGGER.error(
             "Loading servable: %s failed: %s: %s",
-            servable_id(state.config.name, record.version), code, message,
+            servable_id(state.config.name, record.version),
+            code,
+            message,
         )
 
     def _unload_unwanted(self, state, aspired):

@@ -104,20 +104,18 @@ def augment(images, seed):
     )
 
 
-def make_training_dataset(images, labels, batch_size, seed, augmentation=True):
+def make_training_dataset(images, labels, batch_size, seed):
     """Shuffled, batched, distorted training data as a `tf.data.Dataset`."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augmentation:
-        # One stateless seed per batch, new at every epoch: reproducible and
-        # safe to compute in parallel.
-        batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, batch_seeds)).map(
-            lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
+    # One stateless seed per batch, new at every epoch: reproducible and safe
+    # to compute in parallel.
+    batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    dataset = tf.data.Dataset.zip((dataset.batch(batch_size), batch_seeds)).map(
+        lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
