@@ -46,7 +46,10 @@ def parse_arguments(argv=None):
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "--clients", type=int, nargs="+", default=[1, 8],
+        "--clients",
+        type=int,
+        nargs="+",
+        default=[1, 8],
         help="concurrent clients (one scenario per value)",
     )
     parser.add_argument(
@@ -72,7 +75,9 @@ def parse_arguments(argv=None):
         "--enable-batching", action="store_true", help="start the server with --enable_batching"
     )
     parser.add_argument(
-        "--batching-parameters-file", type=Path, default=None,
+        "--batching-parameters-file",
+        type=Path,
+        default=None,
         help="BatchingParameters for --enable-batching (server defaults otherwise)",
     )
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per scenario")
@@ -95,8 +100,10 @@ def ensure_model(base_path, scratch):
 
 def start_server(base_path, enable_batching, batching_file):
     command = [
-        sys.executable, str(PROJECT_DIR / "code" / "model_server.py"),
-        "--rest_api_port=0", f"--model_base_path={base_path}",
+        sys.executable,
+        str(PROJECT_DIR / "code" / "model_server.py"),
+        "--rest_api_port=0",
+        f"--model_base_path={base_path}",
         f"--model_name={config.MODEL_NAME}",
     ]
     if enable_batching:
@@ -136,9 +143,7 @@ def make_batches(images, signature, batch_size, count):
         chosen = images[start : start + batch_size]
         if signature == config.DEFAULT_SIGNATURE:
             floats = data.to_model_input(chosen)
-            body = orjson.dumps(
-                {"signature_name": signature, "instances": floats.tolist()}
-            )
+            body = orjson.dumps({"signature_name": signature, "instances": floats.tolist()})
             batches.append((body, floats))
         else:
             pngs = [preprocessing.encode_png(image) for image in chosen]
@@ -196,13 +201,15 @@ def measure_in_process(function, signature, batches, warmup):
     """Calls the signature on the same batches, one after another; returns seconds."""
     import tensorflow as tf
 
-    input_name = config.INPUT_NAME if signature == config.DEFAULT_SIGNATURE else (
-        config.PNG_INPUT_NAME
+    input_name = (
+        config.INPUT_NAME if signature == config.DEFAULT_SIGNATURE else (config.PNG_INPUT_NAME)
     )
 
     def call(inputs):
-        tensor = tf.constant(inputs) if signature == config.DEFAULT_SIGNATURE else (
-            tf.constant(inputs, dtype=tf.string)
+        tensor = (
+            tf.constant(inputs)
+            if signature == config.DEFAULT_SIGNATURE
+            else (tf.constant(inputs, dtype=tf.string))
         )
         outputs = function(**{input_name: tensor})
         return outputs[config.PROBABILITIES_OUTPUT].numpy()
@@ -244,10 +251,13 @@ def main(argv=None):
             process.terminate()
             process.wait(timeout=60)
     print_table(arguments, rows)
-    print(f"\nServer resident memory with one model loaded: {rss:.0f} MiB VmRSS at start, "
-          f"{peak:.0f} MiB peak (VmHWM) after the run.")
-    print(f"Load average during the run (1 min): {os.getloadavg()[0]:.2f} on "
-          f"{os.cpu_count()} CPUs.")
+    print(
+        f"\nServer resident memory with one model loaded: {rss:.0f} MiB VmRSS at start, "
+        f"{peak:.0f} MiB peak (VmHWM) after the run."
+    )
+    print(
+        f"Load average during the run (1 min): {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs."
+    )
 
 
 def run_scenarios(arguments, images, version_path, port):

@@ -228,8 +228,7 @@ def version_states(server, model):
     if response.status_code != 200:
         return {}
     return {
-        int(entry["version"]): entry["state"]
-        for entry in response.json()["model_version_status"]
+        int(entry["version"]): entry["state"] for entry in response.json()["model_version_status"]
     }
 
 

@@ -81,7 +81,9 @@ def test_one_image_prints_its_class_and_probability(server, images, two_versions
     name, digit, probability = parse_line(line)
     expected = expected_probabilities(two_versions / "2", [images / "digit_3.png"])[0]
     assert name == "digit_3.png"
-    assert digit == expected.argmax()
+    # Version 2 is untrained, so its top classes may differ in the 7th digit:
+    # any class within float32 tolerance of the top one is the same answer.
+    assert expected[digit] == pytest.approx(expected.max(), abs=1e-6)
     assert probability == pytest.approx(expected.max(), abs=5e-5)
 
 
@@ -120,7 +122,8 @@ def test_folder_results_match_the_export_in_process(server, images, two_versions
     by_name = {record["file"]: record for record in records}
     for path, probabilities in zip(paths, expected, strict=True):
         record = by_name[path.name]
-        assert record["class"] == probabilities.argmax()
+        assert record["class"] == int(np.argmax(record["probabilities"]))
+        assert probabilities[record["class"]] == pytest.approx(probabilities.max(), abs=1e-6)
         np.testing.assert_allclose(record["probabilities"], probabilities, atol=1e-6)
 
 
@@ -153,9 +156,16 @@ def test_both_signatures_give_the_same_answer(server, images):
 
 
 def test_small_batches_give_the_same_results(server, images):
+    # TensorFlow's CPU kernels may sum in another order for another batch size,
+    # so probabilities agree to float32 tolerance, not bit for bit.
     whole = classify(server, "-i", images, "--json", "-p")
     in_threes = classify(server, "-i", images, "--json", "-p", "--batch-size", "3")
-    assert whole.stdout == in_threes.stdout
+    pairs = zip(whole.stdout.splitlines(), in_threes.stdout.splitlines(), strict=True)
+    for first, second in ((json.loads(one), json.loads(other)) for one, other in pairs):
+        first_floats = [first.pop("probability", 0.0), *first.pop("probabilities", [])]
+        second_floats = [second.pop("probability", 0.0), *second.pop("probabilities", [])]
+        assert first == second  # Files, order, classes and errors are exact.
+        np.testing.assert_allclose(first_floats, second_floats, atol=1e-6)
 
 
 def test_a_version_is_chosen_with_a_flag(server, images, two_versions):

@@ -46,7 +46,12 @@ def test_the_export_gives_the_keras_models_probabilities(
     result = loaded.signatures["serving_default"](image=tf.constant(floats))
     expected = untrained_model.predict(floats, verbose=0)
     np.testing.assert_allclose(result["probabilities"].numpy(), expected, rtol=1e-4, atol=1e-6)
-    np.testing.assert_array_equal(result["digit"].numpy(), expected.argmax(axis=1))
+    # The digit is the argmax of the export's own probabilities; against Keras's,
+    # it may only differ where two classes tie to float32 tolerance.
+    probabilities = result["probabilities"].numpy()
+    np.testing.assert_array_equal(result["digit"].numpy(), probabilities.argmax(axis=1))
+    chosen = expected[np.arange(batch_size), result["digit"].numpy()]
+    np.testing.assert_allclose(chosen, expected.max(axis=1), rtol=1e-4, atol=1e-6)
 
 
 def test_png_and_float_signatures_agree(loaded, mnist):

@@ -124,7 +124,9 @@ def test_metadata_nests_signature_def_twice_with_dims_as_strings(server):
     assert response.status_code == 200
     metadata = response.json()
     assert metadata["model_spec"] == {
-        "name": config.MODEL_NAME, "signature_name": "", "version": "1"
+        "name": config.MODEL_NAME,
+        "signature_name": "",
+        "version": "1",
     }
     signatures = metadata["metadata"]["signature_def"]["signature_def"]
     image = signatures[config.DEFAULT_SIGNATURE]["inputs"][config.INPUT_NAME]
@@ -180,9 +182,7 @@ def test_latest_version_serves_requests_without_a_version(server):
 
 @pytest.mark.parametrize(("path", "expected"), [("/labels/stable", 2.5), ("/labels/canary", 3.5)])
 def test_version_labels_select_the_version(server, path, expected):
-    assert predict(server, HALF + path, {"instances": [1.0]}).json() == {
-        "predictions": [expected]
-    }
+    assert predict(server, HALF + path, {"instances": [1.0]}).json() == {"predictions": [expected]}
 
 
 def test_row_format_with_several_outputs_is_a_list_of_objects(server):
@@ -559,7 +559,7 @@ def test_client_hanging_up_mid_request_disturbs_no_one(server):
         with socket.create_connection(("127.0.0.1", server.port)) as connection:
             connection.sendall(
                 b"POST /v1/models/half_plus_two:predict HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Length: 1000\r\n\r\n{\"instances\": [1.0"
+                b'Content-Length: 1000\r\n\r\n{"instances": [1.0'
             )
     assert predict(server, HALF, {"instances": [1.0]}).json() == {"predictions": [3.5]}
 

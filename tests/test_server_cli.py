@@ -49,9 +49,17 @@ def test_help_shows_tf_serving_flag_names_and_defaults(capsys):
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for flag in (
-        "--rest_api_port", "--model_name", "--model_base_path", "--model_config_file",
-        "--file_system_poll_wait_seconds", "--rest_api_timeout_in_ms", "--enable_batching",
-        "--batching_parameters_file", "--monitoring_config_file", "--port", "--rest_api_host",
+        "--rest_api_port",
+        "--model_name",
+        "--model_base_path",
+        "--model_config_file",
+        "--file_system_poll_wait_seconds",
+        "--rest_api_timeout_in_ms",
+        "--enable_batching",
+        "--batching_parameters_file",
+        "--monitoring_config_file",
+        "--port",
+        "--rest_api_host",
     ):
         assert flag in text
     assert "(default: 8501)" in text
@@ -86,10 +94,15 @@ def test_unreadable_model_config_file_is_one_line_error(capsys, tmp_path):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("model_config_list { config { name: 'a' base_path: '/x' colour: 'red' } }",
-         'has no field named "colour"'),
-        ("model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' "
-         "base_path: '/y' } }", "Illegal to list model a multiple times in config list"),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' colour: 'red' } }",
+            'has no field named "colour"',
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/x' } config { name: 'a' "
+            "base_path: '/y' } }",
+            "Illegal to list model a multiple times in config list",
+        ),
         ("model_config_list { config { base_path: '/x' } }", "a model config has no name"),
         ("model_config_list {", "is not a valid ModelServerConfig"),
     ],
@@ -122,8 +135,10 @@ def test_batching_parameters_without_enable_batching_is_tf_serving_error(capsys,
             "max_batch_size { value: 8 } batch_size_please: 3",
             'has no field named "batch_size_please"',
         ),
-        ("max_batch_size { value: 8 } allowed_batch_sizes: 4",
-         "Last entry in allowed_batch_sizes must match max_batch_size"),
+        (
+            "max_batch_size { value: 8 } allowed_batch_sizes: 4",
+            "Last entry in allowed_batch_sizes must match max_batch_size",
+        ),
         ("max_batch_size { value: 0 }", "max_batch_size must be positive"),
     ],
     ids=["unknown field", "allowed sizes", "zero batch size"],
@@ -131,9 +146,7 @@ def test_batching_parameters_without_enable_batching_is_tf_serving_error(capsys,
 def test_invalid_batching_parameters_are_one_line_error(capsys, tmp_path, text, expected):
     path = tmp_path / "batching.config"
     path.write_text(text)
-    status, lines = run_main(
-        capsys, "--enable_batching", f"--batching_parameters_file={path}"
-    )
+    status, lines = run_main(capsys, "--enable_batching", f"--batching_parameters_file={path}")
     assert status == 1
     assert len(lines) == 1
     assert expected in lines[0]
@@ -215,7 +228,8 @@ def test_missing_base_path_is_logged_and_the_server_still_starts(tmp_path):
 def test_cors_support_adds_headers_and_answers_preflight(half_plus, tmp_path):
     base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
     with ServerProcess(
-        f"--model_base_path={base}", "--model_name=half_plus_two",
+        f"--model_base_path={base}",
+        "--model_name=half_plus_two",
         "--rest_api_enable_cors_support=true",
     ) as server:
         answer = server.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})

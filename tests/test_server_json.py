@@ -140,9 +140,7 @@ def test_row_output_with_zero_instances_is_an_empty_list():
 
 def test_outputs_of_different_batch_sizes_cannot_be_rows():
     with pytest.raises(ServingError) as error:
-        rest_json.make_predict_response(
-            {"a": np.zeros(2), "b": np.zeros(3)}, rest_json.ROW_FORMAT
-        )
+        rest_json.make_predict_response({"a": np.zeros(2), "b": np.zeros(3)}, rest_json.ROW_FORMAT)
     assert error.value.message == "Tensor name: b has inconsistent batch size: 3 expecting: 2"
 
 

@@ -142,9 +142,7 @@ def test_request_larger_than_max_batch_size_is_refused(batching_server):
         timeout=60,
     )
     assert response.status_code == 400
-    assert response.json() == {
-        "error": "Task size 17 is larger than maximum input batch size 16"
-    }
+    assert response.json() == {"error": "Task size 17 is larger than maximum input batch size 16"}
 
 
 def test_metrics_page_counts_requests_as_tf_serving_names_them(batching_server):
@@ -211,7 +209,9 @@ def test_large_batch_splitting_runs_a_request_in_pieces(models):
     from mnist_serving.servables import LoadedVersion
 
     parameters = BatchingParameters(
-        max_batch_size=8, enable_large_batch_splitting=True, max_execution_batch_size=2,
+        max_batch_size=8,
+        enable_large_batch_splitting=True,
+        max_execution_batch_size=2,
         num_batch_threads=1,
     )
     metrics = Metrics()

@@ -86,7 +86,8 @@ def test_base_path_without_versions_logs_tf_serving_warning_and_still_serves(ser
     assert response.status_code == 404
     assert response.json() == {"error": "Could not find any versions of model empty"}
     assert answer(server, "empty") == (
-        404, {"error": "Servable not found for request: Latest(empty)"}
+        404,
+        {"error": "Servable not found for request: Latest(empty)"},
     )
 
 

@@ -99,8 +99,10 @@ def check_batching_parameters(parameters):
             )
         expected = execution_batch_size(parameters)
         if sizes[-1] != expected:
-            name = "max_batch_size" if expected == parameters.max_batch_size else (
-                "max_execution_batch_size"
+            name = (
+                "max_batch_size"
+                if expected == parameters.max_batch_size
+                else ("max_execution_batch_size")
             )
             raise BatchingConfigError(
                 f"Last entry in allowed_batch_sizes must match {name}; last "
@@ -384,9 +386,7 @@ def _pad_to_common_shape(parts):
     largest = [max(part.shape[axis] for part in parts) for axis in range(1, parts[0].ndim)]
     padded = []
     for part in parts:
-        widths = [(0, 0)] + [
-            (0, size - part.shape[axis + 1]) for axis, size in enumerate(largest)
-        ]
+        widths = [(0, 0)] + [(0, size - part.shape[axis + 1]) for axis, size in enumerate(largest)]
         if any(width for _, width in widths) and part.size:
             fill = part.reshape(-1)[0]
             padded.append(np.pad(part, widths, mode="constant", constant_values=fill))

@@ -110,8 +110,9 @@ class Histogram:
     def lines(self):
         """Prometheus text lines."""
         with self._lock:
-            cells = sorted((labels, (list(counts), total)) for labels, (counts, total) in
-                           self._cells.items())
+            cells = sorted(
+                (labels, (list(counts), total)) for labels, (counts, total) in self._cells.items()
+            )
         lines = [f"# TYPE {self.name} histogram"]
         for labels, (counts, total) in cells:
             pairs = [
@@ -139,12 +140,18 @@ class Metrics:
         size_buckets = exponential_buckets(1, 2, 14)
         self.request_count = Counter("/tensorflow/serving/request_count", "model_name", "status")
         self.request_latency = Histogram(
-            "/tensorflow/serving/request_latency", latency_buckets,
-            "model_name", "API", "entrypoint",
+            "/tensorflow/serving/request_latency",
+            latency_buckets,
+            "model_name",
+            "API",
+            "entrypoint",
         )
         self.runtime_latency = Histogram(
-            "/tensorflow/serving/runtime_latency", latency_buckets,
-            "model_name", "API", "runtime",
+            "/tensorflow/serving/runtime_latency",
+            latency_buckets,
+            "model_name",
+            "API",
+            "runtime",
         )
         self.request_example_counts = Histogram(
             "/tensorflow/serving/request_example_counts", size_buckets, "model"
@@ -156,11 +163,13 @@ class Metrics:
             "/tensorflow/serving/batching_session/processed_batch_size", size_buckets
         )
         self.batch_padding_size = Histogram(
-            "/tensorflow/serving/batching_session/padding_size", size_buckets,
+            "/tensorflow/serving/batching_session/padding_size",
+            size_buckets,
             "execution_batch_size",
         )
         self.batch_queuing_latency = Histogram(
-            "/tensorflow/serving/batching_session/queuing_latency", latency_buckets,
+            "/tensorflow/serving/batching_session/queuing_latency",
+            latency_buckets,
             "thread_pool_name",
         )
         self._all = [

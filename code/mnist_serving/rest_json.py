@@ -108,8 +108,6 @@ def invalid_argument(message):
     return ServingError("INVALID_ARGUMENT", message)
 
 
-
-
 # ---------------------------------------------------------------------------
 # The dense numeric fast path
 # ---------------------------------------------------------------------------
@@ -410,9 +408,7 @@ def _make_columnar_response(names, outputs):
     else:
         members = []
         for name in names:
-            text, _ = _write_tensor(
-                _leaf_texts(name, outputs[name]), outputs[name].shape, 2, False
-            )
+            text, _ = _write_tensor(_leaf_texts(name, outputs[name]), outputs[name].shape, 2, False)
             members.append(INDENT * 2 + json_string(name) + ": " + text)
         value = "{\n" + ",\n".join(members) + "\n" + INDENT + "}"
     return _encode("{\n" + INDENT + json_string(OUTPUTS_KEY) + ": " + value + "\n}")
@@ -421,7 +417,6 @@ def _make_columnar_response(names, outputs):
 def make_error_body(message):
     """`{"error": "<message>"}` as TF Serving writes it."""
     return _encode("{\n" + INDENT + json_string(ERROR_KEY) + ": " + json_string(message) + "\n}")
-
 
 
 def _encode(text):
@@ -593,11 +588,7 @@ def predict_request_to_tensors(document, input_dtypes, body_mentions_booleans=Tr
 
 def is_base64_object(value):
     """True for `{"b64": "<string>"}` and nothing else."""
-    return (
-        isinstance(value, dict)
-        and len(value) == 1
-        and isinstance(value.get(BASE64_KEY), str)
-    )
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(BASE64_KEY), str)
 
 
 def decode_base64(text):
@@ -780,9 +771,7 @@ def _fill(value, level, dims, dtype, leaves):
         leaves.append(_convert_leaf(value, dtype))
         return
     if level >= rank:
-        raise invalid_argument(
-            f"Encountered list at unexpected level: {level} expected < {rank}"
-        )
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
     if len(value) != dims[level]:
         raise invalid_argument(
             f"Encountered list at unexpected size: {len(value)} at level: {level} "

@@ -51,8 +51,10 @@ def _add_message(file_proto, name, fields):
     message = file_proto.message_type.add(name=name)
     for field_name, number, field_type, type_name in fields:
         field = message.field.add(name=field_name, number=number, type=field_type)
-        field.label = _FIELD.LABEL_REPEATED if field_name == "allowed_batch_sizes" else (
-            _FIELD.LABEL_OPTIONAL
+        field.label = (
+            _FIELD.LABEL_REPEATED
+            if field_name == "allowed_batch_sizes"
+            else (_FIELD.LABEL_OPTIONAL)
         )
         if type_name:
             field.type_name = type_name
