@@ -19,7 +19,7 @@ help:
 	@echo "make export    code/export_model.py (next version of my_digit_classifier/)"
 	@echo "make serve     code/model_server.py in the foreground (Ctrl-C stops it)"
 	@echo "make classify  code/serving_request.py on test_images/ (needs a server)"
-	@echo "make lint      ruff on code/, tests/ and bench/"
+	@echo "make lint      ruff check and ruff format --check on code/, tests/ and bench/"
 	@echo "make clean     remove .venv, the trained model and its exports"
 
 $(RUNTIME_STAMP): requirements.txt
@@ -38,6 +38,7 @@ test: $(TEST_STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check code tests bench
+	$(BIN)/ruff format --check code tests bench
 
 train: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_trainer.py

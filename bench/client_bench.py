@@ -104,7 +104,7 @@ def run_in_process(version_dir, paths, batch_size):
     import tensorflow as tf
 
     signature = tf.saved_model.load(str(version_dir)).signatures[config.DEFAULT_SIGNATURE]
-    warmup = preprocessing.to_model_input(np.zeros((batch_size, 28, 28), np.uint8))
+    warmup = data.to_model_input(np.zeros((batch_size, 28, 28), np.uint8))
     signature(**{config.INPUT_NAME: tf.constant(warmup)})
     classes = []
     start = time.perf_counter()
@@ -112,9 +112,7 @@ def run_in_process(version_dir, paths, batch_size):
         pixels = np.stack(
             [preprocessing.preprocess_file(p) for p in paths[first : first + batch_size]]
         )
-        outputs = signature(
-            **{config.INPUT_NAME: tf.constant(preprocessing.to_model_input(pixels))}
-        )
+        outputs = signature(**{config.INPUT_NAME: tf.constant(data.to_model_input(pixels))})
         classes.extend(outputs[config.PROBABILITIES_OUTPUT].numpy().argmax(axis=1).tolist())
     return time.perf_counter() - start, classes
 
@@ -126,7 +124,7 @@ def run_original(paths, port):
     start = time.perf_counter()
     for path in paths:
         image = preprocessing.preprocess_file(path)
-        payload = {"instances": preprocessing.to_model_input(image[np.newaxis]).tolist()}
+        payload = {"instances": data.to_model_input(image[np.newaxis]).tolist()}
         response = requests.post(url, json=payload, timeout=60)
         response.raise_for_status()
         probabilities = response.json()["predictions"][0][config.PROBABILITIES_OUTPUT]

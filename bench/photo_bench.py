@@ -94,9 +94,7 @@ def main(argv=None):
     ]
 
     def classify(images):
-        outputs = signature(
-            **{config.INPUT_NAME: tf.constant(preprocessing.to_model_input(images))}
-        )
+        outputs = signature(**{config.INPUT_NAME: tf.constant(data.to_model_input(images))})
         return outputs[config.PROBABILITIES_OUTPUT].numpy().argmax(axis=1)
 
     (_, _), (test_images, test_labels) = data.load_mnist()

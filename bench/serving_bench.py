@@ -35,7 +35,8 @@ sys.path.insert(0, str(PROJECT_DIR / "code"))
 import orjson  # noqa: E402 - after the path set-up that finds mnist_serving.
 import requests  # noqa: E402
 
-from mnist_serving import config, data, export, preprocessing, savedmodel  # noqa: E402
+from mnist_serving import config, data, export, savedmodel  # noqa: E402
+from mnist_serving.client import encode_png  # noqa: E402
 
 READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
 
@@ -146,7 +147,7 @@ def make_batches(images, signature, batch_size, count):
             body = orjson.dumps({"signature_name": signature, "instances": floats.tolist()})
             batches.append((body, floats))
         else:
-            pngs = [preprocessing.encode_png(image) for image in chosen]
+            pngs = [encode_png(image) for image in chosen]
             instances = [{"b64": base64.b64encode(png).decode()} for png in pngs]
             body = orjson.dumps({"signature_name": signature, "instances": instances})
             batches.append((body, pngs))

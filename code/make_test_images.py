@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnist_serving import config, data, preprocessing
+from mnist_serving import config, data, figures, preprocessing
 
 # The MNIST test digits used, by index into x_test (true class in the name).
 MNIST_EXAMPLES = {"image_2.png": 1, "image_7.png": 0}
@@ -283,7 +283,7 @@ def main():
     for path in make_test_images(arguments.images_dir, arguments.mnist, arguments.seed):
         print(f"{path}  {path.stat().st_size / 1024:.0f} KB")
     example = preprocessing.read_image(arguments.images_dir / FIGURE_EXAMPLE)
-    figure = preprocessing.plot_steps(
+    figure = figures.plot_preprocessing_steps(
         example, arguments.figure, title=f"{FIGURE_EXAMPLE} to MNIST form"
     )
     print(f"{figure}  {figure.stat().st_size / 1024:.0f} KB")

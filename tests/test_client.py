@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import run_script
 from server_fixtures import ServerProcess
 
-from mnist_serving import client, export, model, preprocessing
+from mnist_serving import client, data, export, model, preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def expected_probabilities(version_dir, paths):
     """What the export gives in-process for the same preprocessed files."""
     loaded = tf.saved_model.load(str(version_dir))
     pixels = np.stack([preprocessing.preprocess_file(path) for path in paths])
-    outputs = loaded.signatures["serving_default"](image=preprocessing.to_model_input(pixels))
+    outputs = loaded.signatures["serving_default"](image=data.to_model_input(pixels))
     return outputs["probabilities"].numpy()
 
 

@@ -95,6 +95,13 @@ def test_a_file_that_is_not_npz_is_an_error(tmp_path):
         data.load_mnist(path)
 
 
+def test_model_input_refuses_images_not_in_mnist_form():
+    with pytest.raises(
+        ValueError, match=r"expected uint8 images of 28x28, got uint8 \[2, 32, 32\]"
+    ):
+        data.to_model_input(np.zeros((2, 32, 32), dtype=np.uint8))
+
+
 def test_model_input_is_float32_in_0_to_1_with_a_channel_axis(mnist):
     images = data.to_model_input(mnist[1][0][:3])
     assert images.shape == (3, 28, 28, 1) and images.dtype == np.float32

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from mnist_serving import export, preprocessing, savedmodel
+from mnist_serving import export, savedmodel
+from mnist_serving.client import encode_png
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_png_and_float_signatures_agree(loaded, mnist):
         image=tf.constant((images / 255.0).astype(np.float32)[..., None])
     )
     pngs = loaded.signatures["predict_png"](
-        image_png=tf.constant([preprocessing.encode_png(image) for image in images])
+        image_png=tf.constant([encode_png(image) for image in images])
     )
     np.testing.assert_allclose(
         pngs["probabilities"].numpy(), floats["probabilities"].numpy(), atol=1e-6
@@ -68,7 +69,7 @@ def test_png_and_float_signatures_agree(loaded, mnist):
 
 
 def test_predict_png_refuses_a_png_that_is_not_28_by_28(loaded):
-    wrong_size = preprocessing.encode_png(np.zeros((30, 28), np.uint8))
+    wrong_size = encode_png(np.zeros((30, 28), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_png must be a 28x28 PNG"):
         loaded.signatures["predict_png"](image_png=tf.constant([wrong_size]))
 

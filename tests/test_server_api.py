@@ -19,7 +19,7 @@ import requests
 from server_fixtures import ServerProcess, copy_version, save_half_plus, save_kitchen
 
 from mnist_serving import config
-from mnist_serving.preprocessing import encode_png
+from mnist_serving.client import encode_png
 
 MAX_BODY = 4 * 2**20
 HALF = "/v1/models/half_plus_two"

@@ -14,15 +14,27 @@ import re
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import orjson
 import requests
 
-from mnist_serving import config, preprocessing
+from mnist_serving import config, data, preprocessing
 
 
 class ClientError(Exception):
     """A request could not be answered; the message is one line for the user."""
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an MNIST-form image (uint8, 28 x 28), as `predict_png` takes them.
+
+    PNG is lossless: the server decodes exactly the pixels sent.
+    """
+    ok, encoded = cv2.imencode(".png", np.asarray(image, dtype=np.uint8))
+    if not ok:
+        raise ClientError("OpenCV could not encode the image as PNG")
+    return encoded.tobytes()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,11 +217,10 @@ class ServingClient:
         """
         if signature.takes_png:
             values = [
-                {"b64": base64.b64encode(preprocessing.encode_png(image)).decode("ascii")}
-                for image in images
+                {"b64": base64.b64encode(encode_png(image)).decode("ascii")} for image in images
             ]
         else:
-            values = preprocessing.to_model_input(images)
+            values = data.to_model_input(images)
         body = orjson.dumps(
             {"signature_name": signature.name, "inputs": {signature.input_name: values}},
             option=orjson.OPT_SERIALIZE_NUMPY,

@@ -8,6 +8,8 @@ IMAGE_SIZE = 28
 IMAGE_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 1)
 DIGIT_BOX_SIZE = 20
 NUM_CLASSES = 10
+# Pixels are 0..255 on disk and 0..1 in the model: input = pixel / PIXEL_MAX.
+PIXEL_MAX = 255.0
 
 # Names that clients of the exported model depend on.
 MODEL_NAME = "my_digit_classifier"

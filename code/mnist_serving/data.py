@@ -67,6 +67,27 @@ def load_mnist(path=config.DEFAULT_DATA_PATH):
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
-def to_model_input(images):
-    """Scales uint8 images of shape (N, 28, 28) to float32 (N, 28, 28, 1) in 0..1."""
-    return (np.asarray(images, dtype=np.float32) / 255.0)[..., np.newaxis]
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """The model's float input from MNIST-form images: the one place that scales pixels.
+
+    Training, evaluation, the client and the benchmarks all go through here,
+    so the model always sees what it was trained on.
+
+    Args:
+        images: One uint8 image (28, 28), or several (N, 28, 28).
+
+    Returns:
+        float32 array (N, 28, 28, 1) in 0..1.
+
+    Raises:
+        ValueError: The images are not uint8 28x28.
+    """
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[np.newaxis]
+    size = config.IMAGE_SIZE
+    if images.ndim != 3 or images.shape[1:] != (size, size) or images.dtype != np.uint8:
+        raise ValueError(
+            f"expected uint8 images of {size}x{size}, got {images.dtype} {list(images.shape)}"
+        )
+    return (images.astype(np.float32) / np.float32(config.PIXEL_MAX))[..., np.newaxis]

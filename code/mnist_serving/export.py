@@ -16,8 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from mnist_serving import config, preprocessing, savedmodel
-from mnist_serving.status import ServingError
+from mnist_serving import config, data, savedmodel
 
 
 class ExportError(Exception):
@@ -95,7 +94,7 @@ def build_archive(model):
         )
         with tf.control_dependencies([size_check]):
             pixels = tf.identity(pixels)
-        return outputs(tf.cast(pixels, tf.float32) / 255.0)
+        return outputs(tf.cast(pixels, tf.float32) / config.PIXEL_MAX)
 
     # The argument names above become the signatures' input names.
     archive.add_endpoint(config.DEFAULT_SIGNATURE, image)
@@ -149,7 +148,7 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
     """
     try:
         signature_defs = savedmodel.read_signature_defs(saved_model_dir)
-    except ServingError as error:
+    except savedmodel.SavedModelError as error:
         raise ExportError(str(error)) from None
     outputs = {
         config.PROBABILITIES_OUTPUT: (types_pb2.DT_FLOAT, [-1, config.NUM_CLASSES]),
@@ -173,9 +172,10 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
     loaded = tf.saved_model.load(str(saved_model_dir))
     for batch_size in batch_sizes:
         batch = np.asarray(images[:batch_size])
-        floats = (batch.astype(np.float32) / 255.0)[..., np.newaxis]
+        floats = data.to_model_input(batch)
         expected = model.predict(floats, batch_size=batch_size, verbose=0)
-        pngs = tf.constant([preprocessing.encode_png(image) for image in batch])
+        # TensorFlow's own PNG encoder: the signature must read any valid PNG.
+        pngs = tf.stack([tf.io.encode_png(image[..., np.newaxis]) for image in batch])
         results = {
             config.DEFAULT_SIGNATURE: loaded.signatures[config.DEFAULT_SIGNATURE](
                 **{config.INPUT_NAME: tf.constant(floats)}

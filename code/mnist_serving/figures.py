@@ -6,8 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import cv2
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Rectangle
+
+from mnist_serving import config, preprocessing
 
 # Same look in every figure: small, readable, committed to git.
 DPI = 100
@@ -182,3 +186,90 @@ def plot_model(path, model):
         )
     axis.set_title(f"{model.name}: {model.count_params():,} parameters")
     return _save(figure, path)
+
+
+def plot_preprocessing_steps(image, path, title=None):
+    """Draws the preprocessing of one image, step by step, into a PNG file.
+
+    Panels: the original, its grey working copy, the ink separated from the
+    paper, the cleaned and stretched ink with its bounding box, the crop,
+    the 20x20 fit, and the 28x28 result with its centre of mass.
+
+    Args:
+        image: A decoded image, as `read_image` returns it.
+        path: The PNG file to write (its folder is created).
+        title: Optional title above the panels.
+
+    Returns:
+        The path written.
+
+    Raises:
+        preprocessing.PreprocessingError: As `to_mnist`.
+    """
+    steps = {}
+    result = preprocessing.to_mnist(image, steps)
+    original = _displayable(image)
+    height, width = original.shape[:2]
+    left, top, box_width, box_height = cv2.boundingRect(steps["normalised"])
+    panels = [
+        (original, f"1 original {width}x{height}"),
+        (steps["grey"], "2 grey"),
+        (steps["ink"], "3 ink bright, paper 0"),
+        (steps["normalised"], "4 cleaned, stretched"),
+        (steps["cropped"], "5 cropped to the ink"),
+        (steps["fitted"], f"6 fitted {config.DIGIT_BOX_SIZE}x{config.DIGIT_BOX_SIZE}"),
+        (result, f"7 centred {config.IMAGE_SIZE}x{config.IMAGE_SIZE}"),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels), 2.4))
+    for axis, (picture, caption) in zip(axes, panels, strict=True):
+        if picture.ndim == 3:
+            axis.imshow(picture)
+        else:
+            axis.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        axis.set_title(caption, fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axes[3].add_patch(
+        Rectangle((left - 0.5, top - 0.5), box_width, box_height, fill=False, color="tab:red")
+    )
+    # The 20x20 box around the centre, and the centre of mass.
+    margin = (config.IMAGE_SIZE - config.DIGIT_BOX_SIZE) / 2
+    axes[-1].add_patch(
+        Rectangle(
+            (margin - 0.5, margin - 0.5),
+            config.DIGIT_BOX_SIZE,
+            config.DIGIT_BOX_SIZE,
+            fill=False,
+            color="tab:blue",
+            linestyle="--",
+        )
+    )
+    moments = cv2.moments(result)
+    axes[-1].plot(
+        moments["m10"] / moments["m00"], moments["m01"] / moments["m00"], "+", color="tab:red"
+    )
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No software version in the file, so the same input gives the same bytes.
+    figure.savefig(path, dpi=DPI, metadata={"Software": None})
+    plt.close(figure)
+    return path
+
+
+def _displayable(image):
+    """uint8 grey or RGB(A) version of a decoded image, for matplotlib."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    scale = preprocessing.level_scale(array[:, :, :3] if array.ndim == 3 else array)
+    display = np.clip(array.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+    if display.ndim == 2:
+        return np.stack([display] * 3, axis=2)
+    if display.shape[2] == 2:
+        return cv2.cvtColor(display[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if display.shape[2] == 4:
+        return cv2.cvtColor(display, cv2.COLOR_BGRA2RGBA)
+    return cv2.cvtColor(display, cv2.COLOR_BGR2RGB)

@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from mnist_serving import config, data
+from mnist_serving import config
 
 # Where the centre of mass goes, in OpenCV pixel coordinates (see above).
 CENTRE = config.IMAGE_SIZE / 2
@@ -214,33 +214,6 @@ def preprocess_file(path):
         raise PreprocessingError(f"{path}: {error}") from None
 
 
-def to_model_input(mnist_images):
-    """Float32 model input (N, 28, 28, 1) in 0..1 from MNIST-form images.
-
-    The same scaling as training (`data.to_model_input`, pixel / 255), for
-    the `serving_default` signature.
-
-    Args:
-        mnist_images: One uint8 image (28, 28), or several (a list or an array
-            (N, 28, 28)), as `to_mnist` returns them.
-
-    Returns:
-        float32 array (N, 28, 28, 1).
-
-    Raises:
-        PreprocessingError: The images are not uint8 28x28.
-    """
-    images = np.asarray(mnist_images)
-    if images.ndim == 2:
-        images = images[np.newaxis]
-    size = config.IMAGE_SIZE
-    if images.ndim != 3 or images.shape[1:] != (size, size) or images.dtype != np.uint8:
-        raise PreprocessingError(
-            f"expected uint8 images of {size}x{size}, got {images.dtype} {list(images.shape)}"
-        )
-    return data.to_model_input(images)
-
-
 def to_mnist(image, steps=None):
     """Turns a decoded image of one digit into an MNIST image.
 
@@ -307,7 +280,7 @@ def _to_grey(image):
     else:
         colour = array[:, :, :3]
     alpha = array[:, :, colour_channels] if array.ndim == 3 and array.shape[2] in (2, 4) else None
-    scale = _level_scale(colour)
+    scale = level_scale(colour)
     if alpha is not None and alpha.min() >= _full_scale(alpha):
         alpha = None  # Fully opaque: the alpha channel changes nothing.
     if alpha is None:
@@ -329,7 +302,7 @@ def _as_float32(array):
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _level_scale(colour):
+def level_scale(colour):
     """The factor that maps the stored pixel values to 0..255.
 
     Integers are scaled by the bits they use (16-bit 0..65535 by 255/65535,
@@ -708,107 +681,3 @@ def _centre_by_mass(digit):
     result = np.zeros((size, size), dtype=np.uint8)
     result[top : top + height, left : left + width] = digit
     return result
-
-
-def plot_steps(image, path, title=None):
-    """Draws the preprocessing of one image, step by step, into a PNG file.
-
-    Panels: the original, its grey working copy, the ink separated from the
-    paper, the cleaned and stretched ink with its bounding box, the crop,
-    the 20x20 fit, and the 28x28 result with its centre of mass.
-
-    Args:
-        image: A decoded image, as `read_image` returns it.
-        path: The PNG file to write (its folder is created).
-        title: Optional title above the panels.
-
-    Returns:
-        The path written.
-
-    Raises:
-        PreprocessingError: As `to_mnist`.
-    """
-    # Imported here: the client and server use this module without plotting.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    steps = {}
-    result = to_mnist(image, steps)
-    original = _displayable(image)
-    height, width = original.shape[:2]
-    left, top, box_width, box_height = cv2.boundingRect(steps["normalised"])
-    panels = [
-        (original, f"1 original {width}x{height}"),
-        (steps["grey"], "2 grey"),
-        (steps["ink"], "3 ink bright, paper 0"),
-        (steps["normalised"], "4 cleaned, stretched"),
-        (steps["cropped"], "5 cropped to the ink"),
-        (steps["fitted"], f"6 fitted {config.DIGIT_BOX_SIZE}x{config.DIGIT_BOX_SIZE}"),
-        (result, f"7 centred {config.IMAGE_SIZE}x{config.IMAGE_SIZE}"),
-    ]
-    figure = Figure(figsize=(1.9 * len(panels), 2.4))
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, len(panels))
-    for axis, (picture, caption) in zip(axes, panels, strict=True):
-        if picture.ndim == 3:
-            axis.imshow(picture)
-        else:
-            axis.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        axis.set_title(caption, fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
-    axes[3].add_patch(
-        Rectangle((left - 0.5, top - 0.5), box_width, box_height, fill=False, color="tab:red")
-    )
-    # The 20x20 box around the centre, and the centre of mass.
-    margin = (config.IMAGE_SIZE - config.DIGIT_BOX_SIZE) / 2
-    axes[-1].add_patch(
-        Rectangle(
-            (margin - 0.5, margin - 0.5),
-            config.DIGIT_BOX_SIZE,
-            config.DIGIT_BOX_SIZE,
-            fill=False,
-            color="tab:blue",
-            linestyle="--",
-        )
-    )
-    moments = cv2.moments(result)
-    axes[-1].plot(
-        moments["m10"] / moments["m00"], moments["m01"] / moments["m00"], "+", color="tab:red"
-    )
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # No software version in the file, so the same input gives the same bytes.
-    figure.savefig(path, dpi=100, metadata={"Software": None})
-    return path
-
-
-def _displayable(image):
-    """uint8 grey or RGB(A) version of a decoded image, for matplotlib."""
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    scale = _level_scale(array[:, :, :3] if array.ndim == 3 else array)
-    display = np.clip(array.astype(np.float32) * scale, 0, 255).astype(np.uint8)
-    if display.ndim == 2:
-        return np.stack([display] * 3, axis=2)
-    if display.shape[2] == 2:
-        return cv2.cvtColor(display[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if display.shape[2] == 4:
-        return cv2.cvtColor(display, cv2.COLOR_BGRA2RGBA)
-    return cv2.cvtColor(display, cv2.COLOR_BGR2RGB)
-
-
-def encode_png(image):
-    """PNG bytes of an MNIST-form image (uint8, 28 x 28), as `predict_png` takes them.
-
-    PNG is lossless: the server decodes exactly the pixels sent.
-    """
-    ok, encoded = cv2.imencode(".png", np.asarray(image, dtype=np.uint8))
-    if not ok:
-        raise PreprocessingError("OpenCV could not encode the image as PNG")
-    return encoded.tobytes()

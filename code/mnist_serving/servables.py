@@ -147,7 +147,10 @@ class LoadedVersion:
         self.model_name = model_name
         self.version = version
         self.path = str(path)
-        self.signature_defs = savedmodel.read_signature_defs(path)
+        try:
+            self.signature_defs = savedmodel.read_signature_defs(path)
+        except savedmodel.SavedModelError as error:
+            raise ServingError(error.code, str(error)) from None
         self._loaded = tf.saved_model.load(self.path, tags=[SERVE_TAG])
         self.functions = {}
         for key in self.signature_defs:
