@@ -242,11 +242,12 @@ def read_file(path, max_bytes: int = config.MAX_FILE_BYTES) -> bytes:
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise PreprocessingError(f"cannot read {path}: {reason}") from None
-    size = max(size, len(encoded))
     if size > max_bytes:
         raise ImageTooLargeError(
             f"{path}: file of {size:,} bytes: more than the limit of {max_bytes:,} bytes"
         )
+    if len(encoded) > max_bytes:  # A device, or a file that grew while it was read.
+        raise ImageTooLargeError(f"{path}: more than the limit of {max_bytes:,} bytes read")
     return encoded
 
 
