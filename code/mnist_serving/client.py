@@ -124,6 +124,7 @@ class ServingClient:
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
+            trust_env=True,  # Proxies and .netrc from the environment, as requests reads them.
         )
 
     def _run(self, coroutine):
