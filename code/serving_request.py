@@ -262,10 +262,11 @@ def classify(arguments, paths):
         timeout=arguments.timeout,
         max_answer_bytes=arguments.max_answer_size,
     ) as serving:
-        return classify_with(serving, arguments, paths)
+        return classify_and_report(serving, arguments, paths)
 
 
-def classify_with(serving, arguments, paths):
+def classify_and_report(serving, arguments, paths):
+    """Classifies `paths` through an open client, printing each result; returns the exit status."""
     from tqdm import tqdm
 
     if arguments.wait > 0:
