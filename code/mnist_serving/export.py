@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from mnist_serving import config, data, savedmodel
+from mnist_serving import config, data, savedmodel, warmup
 
 
 class ExportError(Exception):
@@ -195,7 +195,9 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
                 raise ExportError(f"signature '{name}' returns digits that are not the argmax")
 
 
-def export_model(model, export_base, version=None, overwrite=False, check_images=None):
+def export_model(
+    model, export_base, version=None, overwrite=False, check_images=None, warmup_images=None
+):
     """Exports `model` as `export_base/<version>/`, complete or not at all.
 
     Args:
@@ -205,6 +207,8 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
         overwrite: Replace an existing version instead of refusing.
         check_images: uint8 images (N x 28 x 28) to compare the export with
             the Keras model on before it is published; None skips the check.
+        warmup_images: uint8 images (at least 8) whose requests go into the
+            version's warm-up file (`warmup.WARMUP_FILE`); None writes none.
 
     Returns:
         `(version, path)` of the published export.
@@ -227,6 +231,8 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
         raise ExportError(f"cannot write under {export_base}: {error.strerror}") from None
     try:
         build_archive(model).write_out(str(staging), verbose=False)
+        if warmup_images is not None:
+            warmup.write_warmup_file(staging, warmup.digit_warmup_logs(warmup_images))
         if check_images is not None:
             check_export(staging, model, check_images)
         if target.exists():

@@ -61,15 +61,17 @@ class ConfigError(Exception):
 class ServingError(Exception):
     """A failed request or load: TensorFlow status code name and message."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, http_status: int | None = None):
+        """An error of status `code`; `http_status` overrides TF Serving's mapping of it."""
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self) -> int:
         """The HTTP status TF Serving answers with for this code."""
-        return HTTP_STATUS.get(self.code, 500)
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"

@@ -14,9 +14,9 @@ import logging
 import re
 import time
 import urllib.parse
+from dataclasses import dataclass
 
 from aiohttp import abc, web
-from aiohttp.http_exceptions import PayloadEncodingError
 
 from mnist_serving.serving import rest_codec
 from mnist_serving.serving.data_plane import DataPlane
@@ -92,11 +92,11 @@ class RestApi:
                 400, rest_codec.make_error_body("Origin header is missing in CORS preflight")
             )
         started = time.monotonic()
-        model_name, api, code = "", "", "OK"
+        route, code = None, "OK"
         try:
             body = await self._read_body(request)
-            model_name, api, response = await self._dispatch(request.method, path, body)
-            status = 200
+            route = Route.parse(request.method, path)
+            response, status = await self._respond(route, body), 200
         except ServingError as error:
             code = error.code
             status, response = error.http_status, rest_codec.make_error_body(error.message)
@@ -104,6 +104,7 @@ class RestApi:
             LOGGER.exception("Internal error while handling %s %s", request.method, path)
             code, status = "INTERNAL", 500
             response = rest_codec.make_error_body(f"Internal error: {type(error).__name__}")
+        model_name, api = (route.model_name, route.api) if route is not None else ("", "")
         self.plane.record_request(model_name, api, code, time.monotonic() - started, ENTRYPOINT)
         return self._answer(status, response)
 
@@ -123,46 +124,36 @@ class RestApi:
                 "RESOURCE_EXHAUSTED",
                 f"Request body is larger than the limit of {limit} bytes "
                 "(--rest_api_max_request_bytes)",
+                http_status=413,
             ) from None
-        except PayloadEncodingError as error:
+        except web.RequestPayloadError as error:
+            # The body ended early or is not valid for its Content-Encoding (e.g. corrupt gzip).
+            reason = error.__cause__ or error
             raise ServingError(
-                "INVALID_ARGUMENT", f"Failed to decompress the request body: {error.message}"
+                "INVALID_ARGUMENT", f"Failed to read the request body (gzip or chunked): {reason}"
             ) from None
         except TimeoutError:
             raise ServingError(
                 "DEADLINE_EXCEEDED", f"The request body did not arrive within {BODY_SECONDS:.0f} s"
             ) from None
 
-    async def _dispatch(self, method: str, path: str, body: bytes) -> tuple[str, str, bytes]:
-        """Routes a /v1/ request; returns (model name, API, response body) for the metrics."""
-        prediction = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
-        status = STATUS_PATH.fullmatch(path) if method == "GET" else None
-        match = prediction or status
-        if match is None:
-            raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
-        model_name = _decode_url_part(match.group(1)) if match.group(1) else ""
-        version = _parse_version(match.group(2))
-        label = _decode_url_part(match.group(3)) if match.group(3) else None
-        if prediction is not None:
-            api = match.group(4).lower()
-            if api == "predict":
-                work = functools.partial(self._predict, model_name, version, label, body)
-            else:
-                work = functools.partial(
-                    self._classify_or_regress, api, model_name, version, label, body
-                )
-            return model_name, api, await self.plane.infer(work)
-        if not model_name:
-            raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
-        # TF Serving compares the /metadata suffix case-sensitively.
-        if match.group(4) == "metadata":
-            servable = self.plane.resolve(model_name, version, label)
-            response = rest_codec.metadata_json(
-                model_name, servable.version, servable.signature_defs
+    async def _respond(self, route: "Route", body: bytes) -> bytes:
+        """The response body of a routed /v1/ request."""
+        name, version, label = route.model_name, route.version, route.label
+        if route.api == "predict":
+            work = functools.partial(self._predict, name, version, label, body)
+            return await self.plane.infer(work)
+        if route.api:
+            work = functools.partial(
+                self._classify_or_regress, route.api, name, version, label, body
             )
-        else:
-            response = rest_codec.status_json(self.plane.manager.model_status(model_name, version))
-        return model_name, "", response
+            return await self.plane.infer(work)
+        if not name:
+            raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
+        if route.metadata:
+            servable = self.plane.resolve(name, version, label)
+            return rest_codec.metadata_json(name, servable.version, servable.signature_defs)
+        return rest_codec.status_json(self.plane.manager.model_status(name, version))
 
     def _predict(self, model_name: str, version: int | None, label: str | None, body: bytes):
         """A `:predict` request, on a worker thread; returns the response body."""
@@ -189,6 +180,38 @@ class RestApi:
         servable.check_classify_or_regress(api, signature_name)
         raise ServingError(
             "UNIMPLEMENTED", f"model_server.py does not run :{api} (tf.Example input); use :predict"
+        )
+
+
+@dataclass(frozen=True)
+class Route:
+    """What a /v1/ URL asks for, by TF Serving's URL grammar."""
+
+    model_name: str
+    version: int | None
+    label: str | None
+    api: str  # classify, regress or predict; '' for status and metadata.
+    metadata: bool
+
+    @classmethod
+    def parse(cls, method: str, path: str) -> "Route":
+        """Routes a POST (predict, classify, regress) or a GET (status, metadata).
+
+        Raises:
+            ServingError: `Malformed request` for anything else, or a version too large.
+        """
+        prediction = PREDICTION_PATH.fullmatch(path) if method == "POST" else None
+        status = STATUS_PATH.fullmatch(path) if method == "GET" else None
+        match = prediction or status
+        if match is None:
+            raise ServingError("INVALID_ARGUMENT", f"Malformed request: {method} {path}")
+        return cls(
+            model_name=_decode_url_part(match.group(1)) if match.group(1) else "",
+            version=_parse_version(match.group(2)),
+            label=_decode_url_part(match.group(3)) if match.group(3) else None,
+            api=prediction.group(4).lower() if prediction is not None else "",
+            # TF Serving compares the /metadata suffix case-sensitively.
+            metadata=status is not None and status.group(4) == "metadata",
         )
 
 

@@ -47,6 +47,7 @@ class ModelServer:
         self.port: int | None = None
         self._socket: socket.socket | None = None
         self._runner: web.AppRunner | None = None
+        self._site: web.SockSite | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
@@ -94,7 +95,8 @@ class ModelServer:
             shutdown_timeout=SHUTDOWN_SECONDS,
         )
         await self._runner.setup()
-        await web.SockSite(self._runner, self._socket, backlog=LISTEN_BACKLOG).start()
+        self._site = web.SockSite(self._runner, self._socket, backlog=LISTEN_BACKLOG)
+        await self._site.start()
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self._tasks.append(asyncio.create_task(self._watch_config_file()))
         LOGGER.info("Exporting HTTP/REST API at:%s:%d ...", options.rest_api_host, self.port)
@@ -145,6 +147,9 @@ class ModelServer:
         """Stops accepting, waits for requests in progress, stops the data plane."""
         for task in self._tasks:
             task.cancel()
+        if self._site is not None:
+            await self._site.stop()
+            LOGGER.info("Stopped accepting connections; finishing the requests in progress")
         if self._runner is not None:
             await self._runner.cleanup()
         elif self._socket is not None:
