@@ -23,13 +23,13 @@ class ExportError(Exception):
     """The model cannot be exported or the export did not check out."""
 
 
-def next_version(export_base):
+def next_version(export_base: str | Path) -> int:
     """1 when `export_base` holds no version, else the highest version plus 1."""
     versions = savedmodel.version_numbers(export_base)
     return versions[-1] + 1 if versions else 1
 
 
-def load_keras_model(path):
+def load_keras_model(path: str | Path) -> keras.Model:
     """Loads the trained Keras model (`cnnModel.h5`) for inference.
 
     Raises:
@@ -45,7 +45,7 @@ def load_keras_model(path):
         raise ExportError(f"{path} is not a readable Keras model: {reason}") from None
 
 
-def build_archive(model):
+def build_archive(model: keras.Model) -> keras.export.ExportArchive:
     """Wraps `model` in an ExportArchive with the two serving signatures.
 
     `serving_default` takes float32 images (N, 28, 28, 1) in 0..1, white on
@@ -102,7 +102,7 @@ def build_archive(model):
     return archive
 
 
-def describe_signature(signature_def):
+def describe_signature(signature_def) -> str:
     """The text `saved_model_cli show --signature_def NAME` prints for one signature."""
 
     def tensor_lines(kind, tensors):
@@ -137,7 +137,12 @@ def _tensor_specs(tensors):
     }
 
 
-def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
+def check_export(
+    saved_model_dir: str | Path,
+    model: keras.Model,
+    images: np.ndarray,
+    batch_sizes: tuple[int, ...] = (1, 32),
+) -> None:
     """Reloads an export and checks it against the Keras model it came from.
 
     Checks the signatures' names, dtypes and shapes, then compares both
@@ -196,8 +201,13 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
 
 
 def export_model(
-    model, export_base, version=None, overwrite=False, check_images=None, warmup_images=None
-):
+    model: keras.Model,
+    export_base: str | Path,
+    version: int | None = None,
+    overwrite: bool = False,
+    check_images: np.ndarray | None = None,
+    warmup_images: np.ndarray | None = None,
+) -> tuple[int, Path]:
     """Exports `model` as `export_base/<version>/`, complete or not at all.
 
     Args:

@@ -11,10 +11,14 @@ Docker and model_server.py) read it, so the rules live here.
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_serving import config
+
+if TYPE_CHECKING:
+    from tensorflow_serving.apis.prediction_log_pb2 import PredictionLog
 
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 # TF Serving's WarmupConsts::kMaxNumRecords.
@@ -35,7 +39,7 @@ class WarmupError(Exception):
         self.code = code
 
 
-def predict_log(inputs: dict[str, np.ndarray], signature_name: str):
+def predict_log(inputs: dict[str, np.ndarray], signature_name: str) -> "PredictionLog":
     """A `PredictionLog` holding one PredictRequest of `inputs` (alias -> array)."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -50,7 +54,7 @@ def predict_log(inputs: dict[str, np.ndarray], signature_name: str):
     )
 
 
-def write_warmup_file(version_dir: str | Path, logs: list) -> Path:
+def write_warmup_file(version_dir: str | Path, logs: "list[PredictionLog]") -> Path:
     """Writes `logs` (PredictionLog protos) as a version's warm-up file; returns its path."""
     import tensorflow as tf
 
@@ -62,7 +66,7 @@ def write_warmup_file(version_dir: str | Path, logs: list) -> Path:
     return path
 
 
-def digit_warmup_logs(images: np.ndarray) -> list:
+def digit_warmup_logs(images: np.ndarray) -> "list[PredictionLog]":
     """Warm-up requests for the digit classifier: both signatures, batches of 1 and 8.
 
     Args:
@@ -83,7 +87,7 @@ def digit_warmup_logs(images: np.ndarray) -> list:
     return logs
 
 
-def read_warmup_file(version_dir: str | Path) -> Iterator:
+def read_warmup_file(version_dir: str | Path) -> "Iterator[PredictionLog]":
     """The PredictionLog records of a version's warm-up file, as TF Serving reads them.
 
     Yields nothing when the version has no warm-up file.

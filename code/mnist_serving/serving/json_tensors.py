@@ -81,7 +81,7 @@ _INTEGER_RANGES = {
 }
 
 
-def dtype_name(dtype):
+def dtype_name(dtype: int) -> str:
     """TensorFlow's name of a DataType enum value (`DataTypeString`): 7 -> 'string'."""
     from tensorflow.core.framework import types_pb2 as tensorflow_types
 
@@ -91,7 +91,7 @@ def dtype_name(dtype):
         return f"unknown dtype {dtype}"
 
 
-def invalid_argument(message):
+def invalid_argument(message: str) -> ServingError:
     """A ServingError with code INVALID_ARGUMENT."""
     return ServingError("INVALID_ARGUMENT", message)
 
@@ -101,7 +101,7 @@ def invalid_argument(message):
 # ---------------------------------------------------------------------------
 
 
-def read_signature_name(document):
+def read_signature_name(document: object) -> str:
     """The `signature_name` of a parsed request ('' when absent).
 
     Raises:
@@ -118,7 +118,9 @@ def read_signature_name(document):
     return name
 
 
-def predict_request_to_tensors(document, input_dtypes, body_mentions_booleans=True):
+def predict_request_to_tensors(
+    document: dict, input_dtypes: dict[str, int], body_mentions_booleans: bool = True
+) -> tuple[dict[str, np.ndarray], str]:
     """Converts a parsed predict request into input tensors.
 
     Args:
@@ -168,12 +170,12 @@ def predict_request_to_tensors(document, input_dtypes, body_mentions_booleans=Tr
     raise invalid_argument(f"Missing '{INPUTS_KEY}' or '{INSTANCES_KEY}' key")
 
 
-def is_base64_object(value):
+def is_base64_object(value: object) -> bool:
     """True for `{"b64": "<string>"}` and nothing else."""
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(BASE64_KEY), str)
 
 
-def decode_base64(text):
+def decode_base64(text: str) -> bytes:
     """Standard-alphabet base64, padding optional, as absl::Base64Unescape takes it.
 
     Raises:

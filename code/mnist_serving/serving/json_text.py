@@ -22,12 +22,12 @@ _STRING_ESCAPES.update(
 _STRING_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\"})
 
 
-def json_string(text):
+def json_string(text: str) -> str:
     """`text` as a JSON string literal, escaped as rapidjson's writer does."""
     return '"' + text.translate(_STRING_ESCAPES) + '"'
 
 
-def format_decimal(value, double=False):
+def format_decimal(value: float, double: bool = False) -> str:
     """One float as TF Serving writes it (`WriteDecimal`).
 
     Six significant digits when they read back as the same float32 (or
@@ -37,7 +37,7 @@ def format_decimal(value, double=False):
     return format_floats(np.array([value], dtype=np.float64 if double else np.float32))[0]
 
 
-def format_floats(values):
+def format_floats(values: np.ndarray) -> list[str]:
     """Formats a flat float32 or float64 array; returns a list of strings."""
     if values.size == 0:
         return []
@@ -65,7 +65,7 @@ def format_floats(values):
     return result
 
 
-def debug_string(value):
+def debug_string(value: object) -> str:
     """A JSON value as TF Serving quotes it in errors: pretty, cut to 256 bytes."""
     if isinstance(value, float):
         # A lone decimal is written like an output value.
@@ -138,7 +138,7 @@ def _scalar_text(value):
     return str(value)
 
 
-def json_type_name(value):
+def json_type_name(value: object) -> str:
     """rapidjson's name of a value's type, as TF Serving's messages use it."""
     if value is None:
         return "Null"

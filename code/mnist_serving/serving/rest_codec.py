@@ -148,24 +148,24 @@ class DenseRequest:
     than parsing a 1 MB body of images the general way.
     """
 
-    def __init__(self, signature_name, key, values, dims):
+    def __init__(self, signature_name: str, key: str, values: list, dims: list[int]):
         self.signature_name = signature_name
         self.key = key
         self.values = values
         self.dims = dims
 
     @property
-    def request_format(self):
+    def request_format(self) -> str:
         """ROW_FORMAT for `instances`, COLUMNAR_FORMAT for `inputs`."""
         return ROW_FORMAT if self.key == INSTANCES_KEY else COLUMNAR_FORMAT
 
-    def tensor(self, dtype):
+    def tensor(self, dtype: int) -> np.ndarray:
         """The numbers as a tensor of a float dtype (any JSON number is a valid float)."""
         with np.errstate(over="ignore"):
             return np.array(self.values, dtype=NUMPY_DTYPES[dtype]).reshape(self.dims)
 
 
-def parse_dense_request(body):
+def parse_dense_request(body: bytes) -> "DenseRequest | None":
     """A DenseRequest when the body is `{"instances"|"inputs": <dense numbers>}`, else None.
 
     `signature_name` may come first or last. Anything else (other keys,
