@@ -190,47 +190,31 @@ def test_only_version_failing_to_load_stops_startup_like_tf_serving(tmp_path):
     )
 
 
-def test_label_on_a_version_that_is_not_loaded_stops_startup(half_plus, tmp_path):
-    base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
-    path = tmp_path / "models.config"
-    path.write_text(
-        f"model_config_list {{ config {{ name: 'half_plus_two' base_path: '{base}' "
-        "version_labels { key: 'stable' value: 5 } } }"
-    )
-    result = run_program(f"--model_config_file={path}")
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == (
-        "model_server.py: Failed to start server. Error: FAILED_PRECONDITION: Request to "
-        "assign label to version 5 of model half_plus_two, which is not currently available "
-        "for inference"
-    )
-    with ServerProcess(
-        f"--model_config_file={path}", "--allow_version_labels_for_unavailable_models"
-    ) as server:
-        response = server.post(
-            "/v1/models/half_plus_two/labels/stable:predict", json={"instances": [1.0]}
-        )
-        assert response.status_code == 404
-        assert response.json() == {
-            "error": "Servable not found for request: Specific(half_plus_two, 5)"
-        }
-
-
-def test_labels_at_start_up_need_allow_version_labels_for_unavailable_models(half_plus, tmp_path):
+@pytest.mark.parametrize(
+    ("version", "answer"),
+    [
+        (1, (200, {"predictions": [2.5]})),
+        (5, (404, {"error": "Servable not found for request: Specific(half_plus_two, 5)"})),
+    ],
+    ids=["version on disk", "version not on disk"],
+)
+def test_labels_at_start_up_need_allow_version_labels_for_unavailable_models(
+    half_plus, tmp_path, version, answer
+):
     # TF Serving assigns labels before it loads the versions they name: even a
     # label on the one version on disk stops start-up without the flag.
     base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
     path = tmp_path / "models.config"
     path.write_text(
         f"model_config_list {{ config {{ name: 'half_plus_two' base_path: '{base}' "
-        "version_labels { key: 'stable' value: 1 } } }"
+        f"version_labels {{ key: 'stable' value: {version} }} }} }}"
     )
     result = run_program(f"--model_config_file={path}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "model_server.py: Failed to start server. Error: FAILED_PRECONDITION: Request to "
-        "assign label to version 1 of model half_plus_two, which is not currently available "
-        "for inference"
+        f"assign label to version {version} of model half_plus_two, which is not currently "
+        "available for inference"
     )
     with ServerProcess(
         f"--model_config_file={path}", "--allow_version_labels_for_unavailable_models=true"
@@ -238,7 +222,7 @@ def test_labels_at_start_up_need_allow_version_labels_for_unavailable_models(hal
         response = server.post(
             "/v1/models/half_plus_two/labels/stable:predict", json={"instances": [1.0]}
         )
-        assert response.json() == {"predictions": [2.5]}
+        assert (response.status_code, response.json()) == answer
 
 
 def test_verbose_logs_one_line_per_request(half_plus, tmp_path):
