@@ -112,15 +112,6 @@ def test_status_of_unknown_version_is_404_could_not_find_version(server):
     assert error_of(response) == "Could not find version 9 of model half_plus_two"
 
 
-def test_models_without_a_name_is_400_missing_model_name(server):
-    response = server.get("/v1/models")
-    assert response.status_code == 400
-    assert error_of(response) == "Missing model name in request."
-
-
-# -- model metadata --------------------------------------------------------
-
-
 def test_metadata_nests_signature_def_twice_with_dims_as_strings(server):
     response = server.get(MNIST + "/metadata")
     assert response.status_code == 200
@@ -441,12 +432,6 @@ def test_unknown_label_gets_400_unrecognized_label(server):
     assert error_of(response) == "Unrecognized servable version label: beta"
 
 
-def test_version_too_large_for_int64_gets_400(server):
-    response = predict(server, HALF + "/versions/18446744073709551615", {"instances": [1.0]})
-    assert response.status_code == 400
-    assert error_of(response) == "Failed to convert version: 18446744073709551615 to numeric."
-
-
 # -- classify and regress: TF Serving's checks on predict-only models ---------
 
 
@@ -482,39 +467,6 @@ def test_classify_and_regress_on_an_unknown_model_get_404_first(server, api):
 
 
 # -- URLs, methods, headers --------------------------------------------------
-
-
-def test_options_preflight_gets_200_without_cors_support_as_in_tf_serving(server):
-    response = requests.options(
-        server.url + HALF + ":predict", headers={"Origin": "https://example.org"}, timeout=60
-    )
-    assert (response.status_code, response.content) == (200, b"")
-    assert "Access-Control-Allow-Origin" not in response.headers
-
-
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("PUT", HALF),
-        ("DELETE", HALF),
-        ("GET", HALF + ":predict"),
-        ("POST", HALF),
-        ("POST", HALF + "/version/1:predict"),
-        ("GET", HALF + "/versions/one"),
-        ("POST", HALF + "/versions/1/labels/stable:predict"),
-        ("POST", HALF + ":explain"),
-    ],
-)
-def test_unsupported_call_gets_400_malformed_request(server, method, path):
-    response = requests.request(method, server.url + path, data=b"{}", timeout=60)
-    assert response.status_code == 400
-    assert error_of(response) == f"Malformed request: {method} {path}"
-
-
-def test_path_outside_v1_gets_a_plain_404(server):
-    response = server.get("/v2/models/half_plus_two")
-    assert response.status_code == 404
-    assert "json" not in response.headers["Content-Type"]
 
 
 def test_paths_are_case_insensitive_as_in_tf_serving(server):
@@ -562,27 +514,6 @@ def test_chunked_request_body_is_read(server):
 
     response = server.post(HALF + "/versions/1:predict", data=chunks())
     assert response.json() == {"predictions": [2.5, 3.0]}
-
-
-def test_body_over_the_size_limit_gets_413_json(server):
-    response = server.post(HALF + ":predict", data=b" " * (MAX_BODY + 1))
-    assert response.status_code == 413
-    assert "larger than the limit" in error_of(response)
-
-
-def test_gzip_bomb_over_the_size_limit_gets_413(server):
-    bomb = gzip.compress(b" " * (MAX_BODY * 4))
-    assert len(bomb) < MAX_BODY
-    response = server.post(HALF + ":predict", data=bomb, headers={"Content-Encoding": "gzip"})
-    assert response.status_code == 413
-
-
-def test_corrupt_gzip_body_gets_400(server):
-    response = server.post(
-        HALF + ":predict", data=b"not gzip", headers={"Content-Encoding": "gzip"}
-    )
-    assert response.status_code == 400
-    assert "gzip" in error_of(response)
 
 
 def test_keep_alive_connection_serves_many_requests(server):
