@@ -132,7 +132,7 @@ class PreprocessingError(ValueError):
     """The input cannot become an MNIST image: unreadable, not an image, blank."""
 
 
-def decode_image(encoded):
+def decode_image(encoded: bytes) -> np.ndarray:
     """Decodes an image file's bytes into an array, as the file stores it.
 
     PNG, JPEG, BMP, TIFF, WebP and the other formats OpenCV reads, with their
@@ -168,7 +168,7 @@ def decode_image(encoded):
     return image
 
 
-def read_image(path):
+def read_image(path: str | Path) -> np.ndarray:
     """Reads an image file as it is stored (any format, depth and channels).
 
     The file is read with numpy and decoded from memory, which also works
@@ -195,7 +195,7 @@ def read_image(path):
         raise PreprocessingError(f"{path}: {error}") from None
 
 
-def preprocess_file(path):
+def preprocess_file(path: str | Path) -> np.ndarray:
     """Reads an image file and returns its digit in MNIST form.
 
     Args:
@@ -214,7 +214,7 @@ def preprocess_file(path):
         raise PreprocessingError(f"{path}: {error}") from None
 
 
-def to_mnist(image, steps=None):
+def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
     """Turns a decoded image of one digit into an MNIST image.
 
     Args:
@@ -302,7 +302,7 @@ def _as_float32(array):
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def level_scale(colour):
+def level_scale(colour: np.ndarray) -> np.ndarray:
     """The factor that maps the stored pixel values to 0..255.
 
     Integers are scaled by the bits they use (16-bit 0..65535 by 255/65535,
