@@ -14,6 +14,7 @@ queue.
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -58,7 +59,7 @@ class WorkerPool:
         loop = asyncio.get_running_loop()
         self._pending += 1
         future = self._executor.submit(work)
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finished))
+        future.add_done_callback(lambda _: _call_soon(loop, self._finished))
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:
@@ -70,6 +71,13 @@ class WorkerPool:
     def close(self) -> None:
         """Stops taking work; whatever still runs has no client waiting any more."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Hands `callback` to the event loop from a worker thread, unless the loop has ended."""
+    # RuntimeError: the server stopped while TensorFlow was still computing.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
 
 
 class DataPlane:
