@@ -40,7 +40,10 @@ def server(two_versions, tmp_path_factory):
           version_labels {{ key: "canary" value: 2 }}
         }} }}"""
     )
-    with ServerProcess(f"--model_config_file={config_file}") as running:
+    # Labels given at start-up need this flag, in TF Serving as in model_server.py.
+    with ServerProcess(
+        f"--model_config_file={config_file}", "--allow_version_labels_for_unavailable_models=true"
+    ) as running:
         yield running
 
 

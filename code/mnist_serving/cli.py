@@ -14,7 +14,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def parse_bool(text):
+def parse_bool(text: str) -> bool:
     """True/False in the spellings people type: true, False, yes, 0, on...
 
     Raises:
@@ -28,7 +28,9 @@ def parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
 
 
-def add_bool_flag(parser, *names, default=False, help=None):
+def add_bool_flag(
+    parser: argparse.ArgumentParser, *names: str, default: bool = False, help: str | None = None
+) -> None:
     """Adds a flag that is true alone (`-p`) and also takes a value (`-p False`, `--x=true`)."""
     parser.add_argument(*names, type=parse_bool, nargs="?", const=True, default=default, help=help)
 

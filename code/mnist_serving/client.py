@@ -21,6 +21,7 @@ import dataclasses
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -68,11 +69,11 @@ class Result:
     error: str | None = None
 
     @property
-    def digit(self):
+    def digit(self) -> int:
         return int(self.probabilities.argmax())
 
     @property
-    def probability(self):
+    def probability(self) -> float:
         return float(self.probabilities.max())
 
 
@@ -204,11 +205,11 @@ class ServingClient:
             f"no complete answer from {self.server_url} within {self.timeout:g} s (--timeout)"
         )
 
-    def status(self):
+    def status(self) -> dict:
         """The model's version status, as TensorFlow Serving reports it."""
         return self._request("GET", self.model_url)
 
-    def wait_until_available(self, seconds, poll_interval=0.5):
+    def wait_until_available(self, seconds: float, poll_interval: float = 0.5) -> None:
         """Waits until the model (or the pinned version) is AVAILABLE.
 
         Useful right after starting a server, which loads models before it
@@ -227,7 +228,7 @@ class ServingClient:
                 raise ClientError(f"waited {seconds:g} s: {problem}")
             time.sleep(poll_interval)
 
-    def signature(self, name=None):
+    def signature(self, name: str | None = None) -> Signature:
         """Looks up a signature in the model's metadata.
 
         Args:
@@ -268,7 +269,7 @@ class ServingClient:
             raise ClientError(f"signature '{name}' has no '{config.PROBABILITIES_OUTPUT}' output")
         return Signature(name, input_name, input_info["dtype"] == "DT_STRING", probabilities_output)
 
-    def predict(self, signature, images):
+    def predict(self, signature: Signature, images: np.ndarray) -> np.ndarray:
         """Classifies MNIST-form images (uint8, N x 28 x 28) in one request.
 
         Returns:
@@ -301,13 +302,13 @@ class ServingClient:
 
     def classify_files(
         self,
-        paths,
-        signature,
-        batch_size=64,
-        requests_in_flight=3,
-        max_file_bytes=config.MAX_FILE_BYTES,
-        max_pixels=config.MAX_IMAGE_PIXELS,
-    ):
+        paths: list[Path],
+        signature: Signature,
+        batch_size: int = 64,
+        requests_in_flight: int = 3,
+        max_file_bytes: int = config.MAX_FILE_BYTES,
+        max_pixels: int = config.MAX_IMAGE_PIXELS,
+    ) -> Iterator[Result]:
         """Classifies image files, yielding a `Result` per file, in order.
 
         Files are read and preprocessed here while earlier batches are at the

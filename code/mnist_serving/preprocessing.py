@@ -178,7 +178,7 @@ def image_size(encoded: bytes) -> tuple[int, int]:
         ) from None
 
 
-def decode_image(encoded, max_pixels: int = config.MAX_IMAGE_PIXELS) -> np.ndarray:
+def decode_image(encoded: bytes, max_pixels: int = config.MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decodes an image file's bytes into an array, as the file stores it.
 
     PNG, JPEG, TIFF, WebP, BMP and the other formats of `image_size`, with
@@ -224,7 +224,7 @@ def decode_image(encoded, max_pixels: int = config.MAX_IMAGE_PIXELS) -> np.ndarr
     return image
 
 
-def read_file(path, max_bytes: int = config.MAX_FILE_BYTES) -> bytes:
+def read_file(path: str | Path, max_bytes: int = config.MAX_FILE_BYTES) -> bytes:
     """The bytes of a file, refused unread when it holds more than `max_bytes`.
 
     The size is taken from the open file before reading, and at most one
@@ -252,7 +252,9 @@ def read_file(path, max_bytes: int = config.MAX_FILE_BYTES) -> bytes:
 
 
 def read_image(
-    path, max_file_bytes: int = config.MAX_FILE_BYTES, max_pixels: int = config.MAX_IMAGE_PIXELS
+    path: str | Path,
+    max_file_bytes: int = config.MAX_FILE_BYTES,
+    max_pixels: int = config.MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """Reads an image file as it is stored (any format, depth and channels).
 
@@ -278,7 +280,7 @@ def read_image(
         raise type(error)(f"{path}: {error}") from None
 
 
-def preprocess_file(path):
+def preprocess_file(path: str | Path) -> np.ndarray:
     """Reads an image file and returns its digit in MNIST form.
 
     Args:
@@ -297,7 +299,7 @@ def preprocess_file(path):
         raise PreprocessingError(f"{path}: {error}") from None
 
 
-def to_mnist(image, steps=None):
+def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
     """Turns a decoded image of one digit into an MNIST image.
 
     Args:
@@ -385,7 +387,7 @@ def _as_float32(array):
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def level_scale(colour):
+def level_scale(colour: np.ndarray) -> np.ndarray:
     """The factor that maps the stored pixel values to 0..255.
 
     Integers are scaled by the bits they use (16-bit 0..65535 by 255/65535,
