@@ -185,7 +185,12 @@ def test_small_batches_give_the_same_results(server, images):
     # so probabilities agree to float32 tolerance, not bit for bit.
     whole = classify(server, "-i", images, "--json", "-p")
     in_threes = classify(server, "-i", images, "--json", "-p", "--batch-size", "3")
-    pairs = zip(whole.stdout.splitlines(), in_threes.stdout.splitlines(), strict=True)
+    assert_same_records(whole.stdout, in_threes.stdout)
+
+
+def assert_same_records(first_output, second_output):
+    """`--json -p` outputs with the same files, order, classes and errors, and close floats."""
+    pairs = zip(first_output.splitlines(), second_output.splitlines(), strict=True)
     for first, second in ((json.loads(one), json.loads(other)) for one, other in pairs):
         first_floats = [first.pop("probability", 0.0), *first.pop("probabilities", [])]
         second_floats = [second.pop("probability", 0.0), *second.pop("probabilities", [])]
@@ -282,12 +287,7 @@ def test_grpc_and_rest_give_the_same_records_image_for_image(server, images):
         grpc = classify(server, *arguments, protocol="grpc")
         assert (rest.returncode, grpc.returncode) == (1, 1)  # The two bad files.
         assert rest.stderr == grpc.stderr  # The summary.
-        pairs = zip(rest.stdout.splitlines(), grpc.stdout.splitlines(), strict=True)
-        for over_rest, over_grpc in ((json.loads(one), json.loads(other)) for one, other in pairs):
-            rest_floats = [over_rest.pop("probability", 0.0), *over_rest.pop("probabilities", [])]
-            grpc_floats = [over_grpc.pop("probability", 0.0), *over_grpc.pop("probabilities", [])]
-            assert over_rest == over_grpc  # Files, order, classes and errors are exact.
-            np.testing.assert_allclose(rest_floats, grpc_floats, atol=1e-6)
+        assert_same_records(rest.stdout, grpc.stdout)
 
 
 def test_a_missing_path_is_a_usage_error(tmp_path):

@@ -71,6 +71,13 @@ def test_a_started_server_imported_neither_the_figures_nor_the_client(tmp_path):
         "    await model_server_.close()\n"
         "asyncio.run(start_and_stop())"
     )
-    assert "mnist_serving.serving.rest" in modules
-    unused = {"mnist_serving.figures", "mnist_serving.client", "mnist_serving.preprocessing"}
+    assert {"mnist_serving.serving.rest", "mnist_serving.serving.grpc_transport"} <= modules
+    unused = {
+        "mnist_serving.figures",
+        "mnist_serving.client",
+        "mnist_serving.client_rest",
+        "mnist_serving.client_grpc",
+        "mnist_serving.tf_serving_api",
+        "mnist_serving.preprocessing",
+    }
     assert not unused & modules

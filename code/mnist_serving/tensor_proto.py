@@ -24,7 +24,10 @@ import numpy as np
 
 
 class DataType:
-    """TensorFlow's DataType enum values (tensorflow/core/framework/types.proto)."""
+    """TensorFlow's DataType enum values (tensorflow/core/framework/types.proto).
+
+    Spelled out so that neither the client nor the server imports TensorFlow for them.
+    """
 
     DT_FLOAT = 1
     DT_DOUBLE = 2
