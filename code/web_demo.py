@@ -8,7 +8,7 @@ TensorFlow Serving in Docker, which needs the same flag.
 
 Typical usage:
     python code/web_demo.py
-    python code/web_demo.py --port 8080 --rest_api_port 9000
+    python code/web_demo.py --page_port 8080 --rest_api_port 9000
     python code/web_demo.py --server http://localhost:8501
 """
 
@@ -28,9 +28,10 @@ def parse_arguments(argv=None):
         prog=PROGRAM, description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter
     )
     parser.add_argument(
-        "--port",
+        "--page_port",
         type=int,
         default=config.WEB_PAGE_PORT,
+        metavar="PORT",
         help="port of the page (0: a free one)",
     )
     parser.add_argument(
@@ -41,21 +42,26 @@ def parse_arguments(argv=None):
     parser.add_argument(
         "--server",
         type=cli.server_url,
+        metavar="URL",
         help="a running model server to use instead of starting model_server.py",
     )
     parser.add_argument(
         "--rest_api_port",
         type=int,
         default=config.REST_PORT,
+        metavar="PORT",
         help="port of the model server started (0: a free one)",
     )
     parser.add_argument(
         "--model_base_path",
         type=Path,
         default=config.DEFAULT_EXPORT_BASE,
+        metavar="PATH",
         help="the exported versions that model server serves",
     )
-    parser.add_argument("--model_name", default=config.MODEL_NAME, help="the served model")
+    parser.add_argument(
+        "--model_name", default=config.MODEL_NAME, metavar="NAME", help="the served model"
+    )
     return parser.parse_args(argv)
 
 
@@ -75,12 +81,12 @@ def main(argv=None):
         )
         return 1
     try:
-        page = web.PageServer(args.host, args.port)
+        page = web.PageServer(args.host, args.page_port)
     except OSError as error:
         reason = error.strerror or str(error)
         print(
-            f"{PROGRAM}: error: cannot serve the page on {args.host}:{args.port}: {reason} "
-            "(choose another --port)",
+            f"{PROGRAM}: error: cannot serve the page on {args.host}:{args.page_port}: "
+            f"{reason} (choose another --page_port)",
             file=sys.stderr,
         )
         return 1
@@ -109,7 +115,7 @@ def main(argv=None):
                 )
                 return 1
             server_url = web.local_url(args.host, port)
-        url = web.page_url(args.host, page.port, server_url)
+        url = web.page_url(args.host, page.port, server_url, args.model_name)
         print(f"\nDraw a digit at {url}  (Ctrl+C stops)\n", flush=True)
         if model_server is None:
             threading.Event().wait()

@@ -17,12 +17,15 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import urllib.parse
 
 import numpy as np
 import pytest
 import requests
+from conftest import run_script
 from server_fixtures import ServerProcess
 
 from mnist_serving import config, export, preprocessing, web
@@ -133,10 +136,8 @@ class Page:
 
     @classmethod
     def open(cls, driver, page_server, **query):
-        url = web.page_url("127.0.0.1", page_server.port)
-        if query:
-            url += "?" + "&".join(f"{name}={value}" for name, value in query.items())
-        return cls(driver, url)
+        url = web.local_url("127.0.0.1", page_server.port) + "/"
+        return cls(driver, url + "?" + urllib.parse.urlencode(query, safe=":/"))
 
     def find(self, selector):
         return self.driver.find_element("css selector", selector)
@@ -396,7 +397,7 @@ def test_web_demo_serves_the_page_and_ctrl_c_stops_both_servers(browser, smoke_e
         [
             sys.executable,
             str(config.CODE_DIR / "web_demo.py"),
-            "--port=0",
+            "--page_port=0",
             "--rest_api_port=0",
             f"--model_base_path={smoke_export}",
         ],
@@ -413,7 +414,7 @@ def test_web_demo_serves_the_page_and_ctrl_c_stops_both_servers(browser, smoke_e
                 break
         assert match, "web_demo.py printed no address"
         url = match.group(1)
-        server_url = re.search(r"\?server=(\S+)", url).group(1)
+        server_url = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["server"][0]
         page = Page(browser, url)
         page.draw(ONE)
         page.wait_for_answer()
@@ -428,14 +429,23 @@ def test_web_demo_serves_the_page_and_ctrl_c_stops_both_servers(browser, smoke_e
 
 
 def test_web_demo_without_an_export_says_what_to_do(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(config.CODE_DIR / "web_demo.py"), f"--model_base_path={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("web_demo.py", f"--model_base_path={tmp_path}")
     assert result.returncode == 1
     assert result.stderr == (
         f"web_demo.py: error: no exported model in {tmp_path}: "
         "run 'make train export' (or 'make demo') first\n"
+    )
+
+
+def test_web_demo_on_a_port_in_use_says_so(tmp_path):
+    (tmp_path / "1").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_script("web_demo.py", f"--page_port={port}", f"--model_base_path={tmp_path}")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"web_demo.py: error: cannot serve the page on 127.0.0.1:{port}: "
+        "Address already in use (choose another --page_port)\n"
     )

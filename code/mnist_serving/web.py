@@ -77,11 +77,21 @@ def local_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def page_url(host: str, port: int, server_url: str = config.DEFAULT_SERVER_URL) -> str:
-    """The address to open: the page, with `?server=` when the model server is not the default."""
-    url = local_url(host, port) + "/"
+def page_url(
+    host: str,
+    port: int,
+    server_url: str = config.DEFAULT_SERVER_URL,
+    model_name: str = config.MODEL_NAME,
+) -> str:
+    """The page's address, with `?server=` and `?model=` where they are not the page's defaults."""
+    query = {}
     if server_url.rstrip("/") != config.DEFAULT_SERVER_URL:
-        url += "?" + urllib.parse.urlencode({"server": server_url}, safe=":/")
+        query["server"] = server_url
+    if model_name != config.MODEL_NAME:
+        query["model"] = model_name
+    url = local_url(host, port) + "/"
+    if query:
+        url += "?" + urllib.parse.urlencode(query, safe=":/")
     return url
 
 
