@@ -115,13 +115,7 @@ async function readText(response) {
     }
     chunks.push(value);
   }
-  const whole = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    whole.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return new TextDecoder().decode(whole);
+  return new Blob(chunks).text();
 }
 
 /** Sends a request to the model server; its JSON answer, or a PageError that says what went wrong. */
