@@ -154,9 +154,10 @@ class Page:
     def digit(self):
         return self.find("#digit").text
 
-    def draw(self, strokes):
-        """Draws each stroke with the mouse: press, move through its points, release."""
+    def draw(self, strokes, pointer="mouse"):
+        """Draws each stroke with a `mouse`, `touch` or `pen`: down, through its points, up."""
         from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.actions.pointer_input import PointerInput
 
         pad = self.find("#pad")
         width, height = pad.size["width"], pad.size["height"]
@@ -164,7 +165,8 @@ class Page:
         def offset(point):  # From the pad's centre, in CSS pixels.
             return round((point[0] - 0.5) * width), round((point[1] - 0.5) * height)
 
-        actions = ActionChains(self.driver, duration=0)
+        device = PointerInput(pointer, pointer)
+        actions = ActionChains(self.driver, duration=0, devices=[device])
         for stroke in strokes:
             actions.move_to_element_with_offset(pad, *offset(stroke[0])).click_and_hold()
             for start, end in itertools.pairwise(stroke):
@@ -242,6 +244,18 @@ def test_a_stroke_shows_the_digit_ten_probabilities_and_the_version(
     assert page.find("#version").text == f"{config.MODEL_NAME}, version 3"
     assert page.status.startswith(f"Version 3 of {config.MODEL_NAME} answered in ")
     assert page.find("#sent").is_displayed()
+
+
+@pytest.mark.parametrize("pointer", ["touch", "pen"])
+def test_a_finger_and_a_pen_draw_as_a_mouse_does(browser, page_server, smoke_server, pointer):
+    page = Page.open(browser, page_server, server=smoke_server.url)
+    page.draw(ONE, pointer)
+    page.wait_for_answer()
+    drawn_by_pointer = page.sent_image()
+    page.find("#clear").click()
+    page.draw(ONE)
+    page.wait_for_answer()
+    np.testing.assert_array_equal(drawn_by_pointer, page.sent_image())
 
 
 def test_the_image_sent_is_the_client_s_recipe_applied_to_the_drawing(
