@@ -118,7 +118,7 @@ def main(argv=None):
         url = web.page_url(args.host, page.port, server_url, args.model_name)
         print(f"\nDraw a digit at {url}  (Ctrl+C stops)\n", flush=True)
         if model_server is None:
-            threading.Event().wait()
+            threading.Event().wait()  # Until Ctrl+C or SIGTERM.
         status = model_server.process.wait()
         print(f"{PROGRAM}: error: model_server.py stopped with status {status}", file=sys.stderr)
         return 1

@@ -69,7 +69,7 @@ class PageServer:
 
 
 def local_url(host: str, port: int) -> str:
-    """http://host:port/ as a browser on this machine reaches a server bound to `host`."""
+    """http://host:port, as a browser on this machine reaches a server bound to `host`."""
     if host in ("127.0.0.1", "0.0.0.0", "::", "::1", ""):
         host = "localhost"
     elif ":" in host:
