@@ -46,7 +46,8 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=900,600",
+    # Wide and tall enough for the whole page (figures/web_page.png).
+    "--window-size=900,780",
     "--force-device-scale-factor=1",
 ]
 ANSWER_SECONDS = 120
