@@ -101,12 +101,6 @@ def test_without_the_flag_answers_carry_no_cors_headers(plain_server):
     assert cors_headers(answer) == dict.fromkeys(CORS_HEADERS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="without --rest_api_enable_cors_support model_server.py treats OPTIONS as an "
-    "API call (400 Malformed request); TensorFlow Serving answers it as a preflight "
-    "(200, empty body) without CORS headers",
-)
 def test_without_the_flag_a_preflight_gets_200_without_cors_headers(plain_server):
     preflight = requests.options(plain_server.url + PREDICT, headers=PREFLIGHT_HEADERS, timeout=60)
     assert (preflight.status_code, preflight.content) == (200, b"")
