@@ -34,6 +34,7 @@ moved at all and is not blurred by a sub-pixel shift.
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -104,24 +105,35 @@ MAX_INK_FRACTION = 0.7
 MAIN_PIECE_FRACTION = 0.1
 NEAR_DIGIT_FRACTION = 0.1
 
-# Stroke width relative to the digit's longer side, as measured on the ink
-# mask (twice the area over the outline length). MNIST digits, enlarged to a
-# photo's resolution, measure 0.11 (median), 0.08 (10th percentile), 0.13
-# (75th) and 0.17 (95th). A ballpoint line on a large digit measures a
-# fifth of the median and would fade to a faint hairline at 20x20; a marker
-# can measure twice the median and close the digit's loops. Strokes outside
-# 0.08..0.17 are brought to the median, or to the 75th percentile when
-# narrowing (gently: a min filter can cut a thin join). Digits that are not
-# LARGE_DIGIT are left as they are: they are near MNIST's scale already,
-# where one pixel is a large change.
-THIN_STROKE = 0.08
-THIN_STROKE_TARGET = 0.11
-THICK_STROKE = 0.17
-THICK_STROKE_TARGET = 0.13
+# A digit larger than MNIST's box is read again from the full-resolution
+# image (with a margin of this fraction of its size) at DETAIL_SIZE pixels
+# on its longer side: fine enough for its stroke width to be measured and
+# changed, and as MNIST's digits were, area-averaged down to the box.
+DETAIL_SIZE = 4 * config.DIGIT_BOX_SIZE
+DETAIL_MARGIN = 0.05
 
-# A digit more than twice MNIST's box at working size is "large": it will be
-# shrunk by more than 2 and area-averaged, as NIST's scans were.
-LARGE_DIGIT = 2 * config.DIGIT_BOX_SIZE
+# A stroke's edge is at half the strongest ink within this fraction of the
+# digit's size, and never below this fraction of the digit's strongest ink
+# (the PEAK_QUANTILE of its ink pixels).
+LOCAL_PEAK_FRACTION = 0.25
+MIN_STROKE_FRACTION = 0.25
+PEAK_QUANTILE = 0.98
+
+# Stroke width (`stroke_width`) relative to the digit's longer side. MNIST's
+# test digits measure 0.093 (10th percentile), 0.127 (median) and 0.18
+# (90th). Strokes outside 0.09..0.18 are brought to the median, or to the
+# 75th percentile (0.15) when narrowing.
+THIN_STROKE = 0.09
+THIN_STROKE_TARGET = 0.127
+THICK_STROKE = 0.18
+THICK_STROKE_TARGET = 0.15
+NARROWING_SHARES = (1, 2 / 3, 1 / 3)
+# Pixels, at DETAIL_SIZE.
+STROKE_TOLERANCE = 0.25
+
+# stroke_width enlarges images up to this size (MNIST's) by this factor.
+STROKE_SMALL_IMAGE = 64
+STROKE_ENLARGEMENT = 4
 
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 # The eight neighbours of a pixel, without the pixel itself.
@@ -226,7 +238,8 @@ def to_mnist(image, steps=None):
             of MNIST's test digits keep one in a corner).
         steps: Optional dict. When given, it receives the intermediate
             images by step name (`grey`, `denoised`, `ink`, `normalised`,
-            `cropped`, `fitted`, `mnist`), for figures and debugging.
+            `cropped`, `strokes`, `fitted`, `mnist`), for figures and
+            debugging.
 
     Returns:
         uint8 array (28, 28): the digit white on black, its longer side 20
@@ -237,19 +250,28 @@ def to_mnist(image, steps=None):
             from the background (a blank or pure-noise image).
     """
     record = steps.__setitem__ if steps is not None else _ignore
-    grey = _to_grey(image)
+    full, scale = _to_grey(image)
+    grey, factor = _working_copy(full, scale)
     record("grey", grey)
     grey = _suppress_noise(grey)
     record("denoised", grey)
-    ink = _separate_ink(grey)
-    record("ink", np.clip(ink, 0, 255))
-    ink = _normalise_contrast(ink)
-    ink = _remove_specks(ink)
-    ink = _normalise_stroke_width(ink)
+    paper = _measure_paper(grey)
+    signed = _signed_ink(grey, paper, paper.background)
+    record("ink", np.clip(signed, 0, 255))
+    levels = _ink_levels(signed)
+    ink = _remove_specks(_stretch(signed, levels))
     record("normalised", ink)
-    cropped = _crop_to_ink(ink)
+    left, top, width, height = cv2.boundingRect(ink)
+    if max(width, height) * factor <= config.DIGIT_BOX_SIZE:
+        # At MNIST's size or smaller: nothing finer to be had (MNIST digits
+        # take this way and come back as they are).
+        cropped = strokes = ink[top : top + height, left : left + width]
+    else:
+        cropped = _digit_detail(full, scale, factor, (left, top, width, height), paper, levels, ink)
+        strokes = _pen_strokes(cropped)
     record("cropped", cropped)
-    fitted = _fit_to_box(cropped)
+    record("strokes", strokes)
+    fitted = _fit_to_box(strokes)
     record("fitted", fitted)
     result = _centre_by_mass(fitted)
     record("mnist", result)
@@ -261,8 +283,12 @@ def _ignore(name, value):
 
 
 def _to_grey(image):
-    """One grey channel, float32 0..255, alpha composited onto the paper,
-    no larger than WORKING_SIZE."""
+    """One grey channel at full resolution, alpha composited onto the paper.
+
+    Returns:
+        (grey, scale): grey at its stored depth (uint8, uint16) or float32,
+        and the factor that maps its values to 0..255.
+    """
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -284,17 +310,27 @@ def _to_grey(image):
     if alpha is not None and alpha.min() >= _full_scale(alpha):
         alpha = None  # Fully opaque: the alpha channel changes nothing.
     if alpha is None:
-        # Grey and shrunk at the stored depth (fast), then made float.
+        # Grey at the stored depth (fast); made float only when needed.
+        if colour.dtype not in (np.uint8, np.uint16):
+            colour = _as_float32(colour)
         if colour_channels == 3:
             colour = cv2.cvtColor(np.ascontiguousarray(colour), cv2.COLOR_BGR2GRAY)
-        if colour.dtype in (np.uint8, np.uint16):
-            colour = _shrink_to_working_size(np.ascontiguousarray(colour))
-        return _shrink_to_working_size(_as_float32(colour) * np.float32(scale))
+        return colour, scale
     grey = _as_float32(colour) * np.float32(scale)
     if colour_channels == 3:
         grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
     opacity = np.clip(_as_float32(alpha) / np.float32(_full_scale(alpha)), 0, 1)
-    return _shrink_to_working_size(_composite_on_paper(grey, opacity))
+    return _composite_on_paper(grey, opacity), 1.0
+
+
+def _working_copy(grey, scale):
+    """The float32 0..255 copy that the ink is looked for in, no larger than
+    WORKING_SIZE, and the whole factor it was shrunk by."""
+    if grey.dtype in (np.uint8, np.uint16):
+        # Shrunk at the stored depth: faster than as floats.
+        small, factor = _shrink_to_working_size(np.ascontiguousarray(grey))
+        return _as_float32(small) * np.float32(scale), factor
+    return _shrink_to_working_size(_as_float32(grey) * np.float32(scale))
 
 
 def _as_float32(array):
@@ -354,7 +390,8 @@ def _composite_on_paper(grey, opacity):
 
 
 def _shrink_to_working_size(grey):
-    """Shrinks images larger than WORKING_SIZE by a whole factor (area mean).
+    """Shrinks images larger than WORKING_SIZE by a whole factor (area mean);
+    returns the image and the factor.
 
     The last rows and columns that do not fill a whole block are dropped:
     fewer than the factor, a sliver of the border.
@@ -362,10 +399,10 @@ def _shrink_to_working_size(grey):
     height, width = grey.shape
     factor = math.ceil(max(height, width) / WORKING_SIZE)
     if factor == 1:
-        return grey
+        return grey, 1
     height, width = max(1, height // factor), max(1, width // factor)
     whole_blocks = grey[: height * factor, : width * factor]
-    return cv2.resize(whole_blocks, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(whole_blocks, (width, height), interpolation=cv2.INTER_AREA), factor
 
 
 def _suppress_noise(grey):
@@ -453,15 +490,23 @@ def _border(image):
     )
 
 
-def _separate_ink(grey):
-    """Signed ink strength: positive on ink, about 0 on the paper.
+class _Paper(NamedTuple):
+    """What the ink is measured against: see `_measure_paper`."""
+
+    dark_ink: bool
+    # The paper's grey level, in the image where the ink is the bright part.
+    level: float
+    # The paper's brightness map at working size under uneven light (the ink
+    # the bright part), or None when the light is even.
+    background: np.ndarray | None
+
+
+def _measure_paper(grey):
+    """The ink's polarity, the paper's level and, under uneven light, its map.
 
     The paper's colour is the median of the border ring. The darkest and
     lightest pixels are compared with it: whichever is farther is the ink,
     so dark ink on light paper is inverted and MNIST's white-on-black is not.
-    Under uneven light, dark ink is measured as the fraction of the local
-    paper's light it absorbs (light multiplies paper and ink alike), in grey
-    levels of the typical paper.
     """
     border = _subsample(_border(grey))
     (paper,) = _quantiles(border, (0.5,))
@@ -474,16 +519,28 @@ def _separate_ink(grey):
     paper_border = border[(border > (paper + ink) / 2) == dark_ink]
     low_border, high_border = _quantiles(paper_border, (0.25, 0.75))
     uneven = high_border - low_border > UNEVEN_LIGHTING * contrast
-    if dark_ink:
-        grey = 255.0 - grey
-        paper = 255.0 - paper
+    level = 255.0 - paper if dark_ink else paper
     if not (uneven and min(grey.shape) >= LIGHTING_MIN_SIZE):
-        return grey - np.float32(paper)
-    background = _estimate_background(grey)
-    if not dark_ink:
+        return _Paper(dark_ink, level, None)
+    return _Paper(dark_ink, level, _estimate_background(255.0 - grey if dark_ink else grey))
+
+
+def _signed_ink(grey, paper, background):
+    """Signed ink strength: positive on ink, about 0 on the paper.
+
+    Under uneven light (`background`, the paper's map for these pixels), dark
+    ink is measured as the fraction of the local paper's light it absorbs
+    (light multiplies paper and ink alike), in grey levels of the typical
+    paper.
+    """
+    if paper.dark_ink:
+        grey = 255.0 - grey
+    if background is None:
+        return grey - np.float32(paper.level)
+    if not paper.dark_ink:
         return grey - background
     paper_light = np.maximum(255.0 - background, 1.0)
-    return (grey - background) * (np.float32(255.0 - paper) / paper_light)
+    return (grey - background) * (np.float32(255.0 - paper.level) / paper_light)
 
 
 def _estimate_background(grey):
@@ -514,11 +571,15 @@ def _estimate_background(grey):
     return cv2.resize(smooth, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _normalise_contrast(signed_ink):
-    """uint8 ink from 0 (paper) to 255 (the strongest ink); checks there is ink.
+def _ink_levels(signed_ink):
+    """The signed ink strengths that become 0 (the paper) and 255 (the
+    strongest ink); checks that there is ink.
 
     The paper's level plus its noise becomes 0 and the strongest ink 255.
     For an MNIST image both are already 0 and 255, so nothing changes.
+
+    Returns:
+        (floor, gain): ink = (signed ink - floor) x gain.
 
     Raises:
         PreprocessingError: No ink stands out from the background.
@@ -543,7 +604,13 @@ def _normalise_contrast(signed_ink):
         )
     floor = paper_level + PAPER_NOISE_SIGMAS * paper_noise
     peak = min(float(ink_pixels.max()), 255.0)
-    stretched = (signed_ink - np.float32(floor)) * np.float32(255.0 / (peak - floor))
+    return floor, 255.0 / (peak - floor)
+
+
+def _stretch(signed_ink, levels):
+    """uint8 ink from 0 (paper) to 255 (the strongest ink)."""
+    floor, gain = levels
+    stretched = (signed_ink - np.float32(floor)) * np.float32(gain)
     return np.rint(np.clip(stretched, 0, 255)).astype(np.uint8)
 
 
@@ -552,7 +619,7 @@ def _remove_specks(ink):
 
     Raises:
         PreprocessingError: Nothing is left (cannot happen after
-            `_normalise_contrast`, but a blank result must never pass).
+            `_ink_levels`, but a blank result must never pass).
     """
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         (ink > 0).view(np.uint8), connectivity=8
@@ -582,64 +649,161 @@ def _remove_specks(ink):
     return np.where(keep[labels], ink, 0).astype(np.uint8)
 
 
-def _normalise_stroke_width(ink):
-    """Brings pen strokes far thinner or thicker than MNIST's closer to it.
+def _digit_detail(grey, scale, factor, box, paper, levels, ink):
+    """The digit's ink, read again from the full-resolution image at DETAIL_SIZE.
 
-    The width is measured relative to the digit's size, as twice the ink
-    area over the outline length (a stroke of width w and length L has area
-    wL and outline 2L). A max filter with a disc of diameter d widens each
-    stroke by about d - 1, a min filter narrows it as much; narrowing is
-    given up if it would break a stroke apart.
+    The digit's region (`box` at working size, and a margin) is taken from
+    the full-resolution grey image and scaled so that the digit's longer side
+    measures DETAIL_SIZE: shrunk by area averaging from all the pixels the
+    photo has, or enlarged by linear interpolation (only the half-way edge is
+    used, so that adds no blur to the strokes). The ink is separated with the
+    paper's level, light and contrast measured at working size; ink that was
+    removed as specks there stays removed.
+
+    Returns:
+        float32 ink strength, 0 on the paper and about 255 on the strongest
+        ink (more where the working size averaged a thin line away).
     """
-    _, _, width, height = cv2.boundingRect(ink)
-    longer = max(width, height)
-    if longer <= LARGE_DIGIT:
-        return ink
-    stroke, pieces = _stroke_width(ink)
-    if stroke == 0:
-        return ink
-    if stroke < THIN_STROKE * longer:
-        return cv2.dilate(ink, _disc(THIN_STROKE_TARGET * longer - stroke))
-    if stroke > THICK_STROKE * longer:
-        thinner = cv2.erode(ink, _disc(stroke - THICK_STROKE_TARGET * longer))
-        if _stroke_width(thinner)[1] == pieces:
-            return thinner
-    return ink
+    left, top, width, height = box
+    margin = max(1, round(DETAIL_MARGIN * max(width, height)))
+    top, left = max(0, top - margin), max(0, left - margin)
+    bottom = min(ink.shape[0], top + height + 2 * margin)
+    right = min(ink.shape[1], left + width + 2 * margin)
+    region = grey[top * factor : bottom * factor, left * factor : right * factor]
+    ratio = DETAIL_SIZE / (max(width, height) * factor)
+    size = (max(1, round(region.shape[1] * ratio)), max(1, round(region.shape[0] * ratio)))
+    interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    # Resized at the stored depth (several times faster than as floats).
+    region = cv2.resize(np.ascontiguousarray(region), size, interpolation=interpolation)
+    region = _suppress_noise(_as_float32(region) * np.float32(scale))
+    background = paper.background
+    if background is not None:
+        background = cv2.resize(
+            background[top:bottom, left:right], size, interpolation=cv2.INTER_LINEAR
+        )
+    floor, gain = levels
+    detail = (_signed_ink(region, paper, background) - np.float32(floor)) * np.float32(gain)
+    kept = cv2.dilate((ink[top:bottom, left:right] > 0).view(np.uint8), _NEIGHBOURS)
+    kept = cv2.resize(kept, size, interpolation=cv2.INTER_NEAREST)
+    return np.where(kept > 0, np.maximum(detail, 0), 0).astype(np.float32)
 
 
-def _stroke_width(ink):
-    """Stroke width in pixels (2 x area / outline) and the number of pieces."""
-    mask = (ink >= 128).view(np.uint8)
-    pieces, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    # The outline includes the edges of the holes (the loops of 0, 6, 8, 9).
-    edges, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    outline = sum(cv2.arcLength(edge, closed=True) for edge in edges)
-    if outline == 0:
-        return 0.0, 0
-    return 2 * np.count_nonzero(mask) / outline, len(pieces)
+def _pen_strokes(detail):
+    """The pen's strokes: ink at half its own height, widened or narrowed to
+    MNIST's stroke width when measured to be outside MNIST's range.
 
+    Each stroke's edge is where it reaches half of the strongest ink around
+    it (a disc of LOCAL_PEAK_FRACTION of the digit's size), so a faint stroke
+    keeps its width beside a strong one, and blur moves no edge. MNIST's
+    digits were made the same way: black-and-white NIST scans, area-averaged
+    down to 20 pixels.
 
-def _disc(widening):
-    """Disc-shaped kernel that widens (or narrows) a stroke by `widening`."""
-    diameter = 2 * round(widening / 2) + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
-
-
-def _crop_to_ink(ink):
-    """The bounding box of the ink.
-
-    A digit near MNIST's size is cropped to its non-zero pixels, as MNIST's
-    anti-aliased edges are part of the digit. A large digit is cropped where
-    its edge is half-way up (the edge of NIST's black-and-white digits): its
-    faint blurred rim would average away when it is shrunk, leaving the
-    digit smaller than the box.
+    Returns:
+        uint8 0/255 strokes, cropped to them.
     """
-    left, top, width, height = cv2.boundingRect(ink)
-    if width == 0 or height == 0:
-        raise PreprocessingError("blank image: no ink found")
-    if max(width, height) > LARGE_DIGIT:
-        left, top, width, height = cv2.boundingRect((ink >= 128).view(np.uint8))
-    return ink[top : top + height, left : left + width]
+    (peak,) = _quantiles(_subsample(detail[detail > 0]), (PEAK_QUANTILE,))
+    # A square window: OpenCV takes the maximum over it row by row and then
+    # column by column, many times faster than over a disc.
+    window = 2 * round(LOCAL_PEAK_FRACTION * max(detail.shape) / 2) + 1
+    local_peak = cv2.dilate(detail, np.ones((window, window), np.uint8))
+    threshold = np.maximum(local_peak * np.float32(0.5), np.float32(MIN_STROKE_FRACTION * peak))
+    strokes = _cropped((detail >= threshold) & (detail > 0))
+    width = stroke_width(strokes) / max(strokes.shape)
+    if width < THIN_STROKE:
+        return _with_stroke_width(strokes, THIN_STROKE_TARGET)
+    if width > THICK_STROKE:
+        # Narrowing that would break a stroke apart is tried again with less.
+        pieces = cv2.connectedComponents(strokes)[0]
+        for share in NARROWING_SHARES:
+            target = width + share * (THICK_STROKE_TARGET - width)
+            thinner = _with_stroke_width(strokes, target)
+            if cv2.connectedComponents(thinner)[0] == pieces:
+                return thinner
+    return strokes
+
+
+def _with_stroke_width(strokes, target):
+    """Strokes (uint8 0/255) widened or narrowed by the same amount on each
+    side until `stroke_width` over their longer side measures `target`.
+
+    The strokes' edge is moved along their Euclidean distance map, which
+    takes fractions of a pixel. Widening also enlarges the digit, and round
+    ends and joins change the measure less than straight strokes, so the
+    move is found in two steps: the move that a long straight stroke would
+    need, then a correction from what that gave (the secant method).
+    """
+    margin = math.ceil(target * max(strokes.shape)) + 1
+    padded = cv2.copyMakeBorder(strokes, *(margin,) * 4, cv2.BORDER_CONSTANT, value=0)
+    # Distance of the background to the strokes, and of the strokes to the
+    # background.
+    outside = cv2.distanceTransform(255 - padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    inside = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+    def moved(widening):
+        mask = outside <= widening / 2 if widening >= 0 else inside > -widening / 2
+        return _cropped(mask)
+
+    def error(candidate):
+        return stroke_width(candidate) - target * max(candidate.shape)
+
+    start_error = error(strokes)
+    # A straight stroke of width w in a digit of size L: (w + d) = t (L + d).
+    widening = -start_error / (1 - target)
+    result = moved(widening)
+    result_error = error(result)
+    if abs(result_error) > STROKE_TOLERANCE and result_error != start_error:
+        widening -= result_error * widening / (result_error - start_error)
+        result = moved(widening)
+    return result
+
+
+def _cropped(mask):
+    """A boolean mask as uint8 0/255, cropped to its true pixels."""
+    strokes = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask > 0).view(np.uint8)
+    left, top, width, height = cv2.boundingRect(strokes)
+    return strokes[top : top + height, left : left + width] * np.uint8(255)
+
+
+def stroke_width(digit: np.ndarray) -> float:
+    """The average width of a digit's strokes, in the image's pixels.
+
+    The ink is what reaches half the image's brightest level (white on black,
+    as `to_mnist` returns it); each ink pixel's distance to the nearest
+    background pixel is averaged. Across a stroke of width w those distances
+    average w/4, plus the half pixel between a pixel's centre and its edge:
+    the width is 4 x (mean distance - 1/2). Images of MNIST's size, and
+    strokes narrower than STROKE_ENLARGEMENT pixels, are measured on the
+    image enlarged STROKE_ENLARGEMENT times (linear interpolation), so that
+    the edge falls between pixels as it does in the drawing.
+
+    Args:
+        digit: A grey image, white ink on black (uint8, or float 0..255).
+
+    Returns:
+        The stroke width in pixels of `digit`, 0.0 for an image without ink.
+    """
+    digit = np.asarray(digit, dtype=np.float32)
+    if digit.size == 0 or digit.max() <= 0:
+        return 0.0
+    if max(digit.shape) > STROKE_SMALL_IMAGE:
+        width = _mean_distance_width(digit)
+        if width >= STROKE_ENLARGEMENT:
+            return width
+    enlarged = cv2.resize(
+        digit, None, fx=STROKE_ENLARGEMENT, fy=STROKE_ENLARGEMENT, interpolation=cv2.INTER_LINEAR
+    )
+    return _mean_distance_width(enlarged) / STROKE_ENLARGEMENT
+
+
+def _mean_distance_width(digit):
+    """4 x (mean distance of the ink to the background - 1/2): see stroke_width."""
+    ink = (digit >= digit.max() / 2).view(np.uint8)
+    distance = cv2.distanceTransform(
+        cv2.copyMakeBorder(ink, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+        cv2.DIST_L2,
+        cv2.DIST_MASK_PRECISE,
+    )
+    return 4 * (float(distance[1:-1, 1:-1][ink > 0].mean()) - 0.5)
 
 
 def _fit_to_box(cropped):
