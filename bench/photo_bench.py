@@ -69,7 +69,6 @@ SKELETON_SIZE = 384
 GLYPH_EM = 400
 
 ONE_MEGAPIXEL = (1155, 866)
-TIMED_PHOTOS = 30
 
 
 def parse_arguments(argv=None):
@@ -86,6 +85,18 @@ def parse_arguments(argv=None):
         metavar="GROUP",
         help=f"groups to draw, of: {' '.join(GROUPS)} (default: all)",
     )
+    parser.add_argument(
+        "--timed-photos",
+        type=int,
+        default=30,
+        help="1-megapixel photos to time the recipe on (0: no timing)",
+    )
+    parser.add_argument(
+        "--fonts",
+        type=Path,
+        default=FONT_LIST,
+        help="the fonts group's list: Debian package and font file per line",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--model", type=Path, help="a Keras model file (cnnModel.h5) instead of an export"
@@ -99,6 +110,8 @@ def parse_arguments(argv=None):
     arguments = parser.parse_args(argv)
     if arguments.images < 1:
         parser.error(f"--images must be a positive integer, got {arguments.images}")
+    if arguments.timed_photos < 0:
+        parser.error(f"--timed-photos must be 0 or more, got {arguments.timed_photos}")
     return arguments
 
 
@@ -335,7 +348,7 @@ def pen_coverage(digit, frame_height, pen, angle):
     return turned(coverage, angle)
 
 
-def read_font_list(path=FONT_LIST):
+def read_font_list(path):
     """[(Debian package, font file)] of the fonts group, in the list's order."""
     entries = []
     for line in path.read_text().splitlines():
@@ -425,9 +438,23 @@ def group_rng(seed, name):
     return np.random.default_rng([seed, *name.encode()])
 
 
+def group_sources(name, count, test_images, test_labels, fonts):
+    """What a group draws: (sources, labels, the MNIST digits or None).
+
+    MNIST group k draws test digits k x count onwards (wrapping round); the
+    fonts group types each digit in each font in turn.
+    """
+    if name == "fonts":
+        sources = [(fonts[i % len(fonts)], (i // len(fonts)) % 10) for i in range(count)]
+        return sources, np.array([digit for _, digit in sources]), None
+    first = MNIST_GROUPS.index(name) * count
+    chosen = (first + np.arange(count)) % len(test_images)
+    return test_images[chosen], test_labels[chosen], test_images[chosen]
+
+
 def preprocess(photos):
-    """MNIST forms of the photos (blank when the recipe finds no digit), and
-    the seconds the recipe took."""
+    """MNIST forms of the photos (black where the recipe finds no digit:
+    counted wrong), how many were blank, and the seconds the recipe took."""
     results, blank = [], 0
     start = time.perf_counter()
     for photo in photos:
@@ -439,20 +466,17 @@ def preprocess(photos):
     return np.stack(results), blank, time.perf_counter() - start
 
 
-def widths(images):
-    """Stroke widths of MNIST-form images, in pixels of 28x28."""
-    return np.array([preprocessing.stroke_width(image) for image in images])
+def width_quartiles(images):
+    """Quartiles of `preprocessing.stroke_width` over MNIST-form images."""
+    widths = [preprocessing.stroke_width(image) for image in images]
+    return "{:.2f} {:.2f} {:.2f}".format(*np.percentile(widths, [25, 50, 75]))
 
 
-def quartiles(values):
-    return "{:.2f} {:.2f} {:.2f}".format(*np.percentile(values, [25, 50, 75]))
-
-
-def time_one_megapixel(test_images, seed):
-    """Milliseconds per 1-megapixel JPEG photo: decoding it, and the recipe."""
+def time_one_megapixel(digits, seed):
+    """Milliseconds per 1-megapixel JPEG photo of each digit: decoding it, and the recipe."""
     rng = np.random.default_rng([seed, 1])
     encoded = []
-    for digit in test_images[:TIMED_PHOTOS]:
+    for digit in digits:
         spec = paper_and_pen(rng) | {
             "size": ONE_MEGAPIXEL,
             "centre": (0.5, 0.5),
@@ -476,96 +500,90 @@ def time_one_megapixel(test_images, seed):
     return best_decoding / len(encoded) * 1e3, best_recipe / len(encoded) * 1e3
 
 
+HEADER = (
+    f"{'group':<8}{'photos':>7}{'MNIST':>9}{'photos':>9}{'diff':>7}{'naive':>8}"
+    f"{'width':>17}{'MNIST width':>17}  what"
+)
+
+
 def main(argv=None):
     arguments = parse_arguments(argv)
-    fonts = read_font_list()
+    fonts = read_font_list(arguments.fonts)
     missing = [(package, font) for package, font in fonts if not font.is_file()]
-    if "fonts" in arguments.groups and missing:
+    present = [font for _, font in fonts if font.is_file()]
+    fonts_missing = "fonts" in arguments.groups and bool(missing)
+    if fonts_missing:
         packages = " ".join(sorted({package for package, _ in missing}))
-        print(
-            f"photo_bench.py: WARNING: {len(missing)} of {len(fonts)} handwriting fonts are "
-            f"missing, the fonts group runs without them; install them with `make fonts` "
-            f"(as root: apt-get install {packages})",
-            file=sys.stderr,
+        warning = (
+            f"photo_bench.py: WARNING: {len(missing)} of the {len(fonts)} handwriting fonts "
+            f"of {arguments.fonts} are missing ({packages}): install them with `make fonts` "
+            "(apt-get, as root)"
         )
+        print(warning, file=sys.stderr)
     model_name, classify = load_classifier(arguments)
     (_, _), (test_images, test_labels) = data.load_mnist()
     count = arguments.images
-
     print(
         f"{count} photos per group, seed {arguments.seed}, model {model_name}\n"
-        "accuracy on the same digits as they are in MNIST, as photos after the project's "
-        "preprocessing, and after the naive recipe;\n"
-        "stroke width of the 28x28 digits (quartiles, pixels) after preprocessing, and in MNIST\n"
+        "Accuracy on the same digits as they are in MNIST, as photos after the project's "
+        "preprocessing (diff: points), and after the naive recipe;\n"
+        "stroke width of the 28x28 digits, quartiles in pixels (preprocessing.stroke_width).\n"
     )
-    header = (
-        f"{'group':<8}{'photos':>7}{'MNIST':>9}{'photos':>9}{'diff':>7}{'naive':>8}"
-        f"{'width (ours)':>17}{'width (MNIST)':>17}  what"
-    )
-    print(header)
-    totals = {"count": 0, "mnist": 0, "ours": 0}
-    seconds = 0.0
-    drawn = 0
-    for index, name in enumerate(arguments.groups):
+    print(HEADER)
+    totals = np.zeros(3, dtype=int)  # Photos, right as MNIST, right as photos.
+    photo_count, seconds = 0, 0.0
+    for name in arguments.groups:
         group = GROUPS[name]
+        if name == "fonts" and not present:
+            print(f"{name:<8}NOT RUN: none of the fonts is installed (make fonts)", flush=True)
+            continue
+        sources, labels, originals = group_sources(name, count, test_images, test_labels, present)
         rng = group_rng(arguments.seed, name)
-        if name == "fonts":
-            present = [font for _, font in fonts if font.is_file()]
-            if not present:
-                print(f"{name:<8}  NOT RUN: none of the fonts of {FONT_LIST.name} is installed")
-                continue
-            sources = [(present[i % len(present)], (i // len(present)) % 10) for i in range(count)]
-            labels = np.array([digit for _, digit in sources])
-            originals = None
-        else:
-            first = (MNIST_GROUPS.index(name) * count) % len(test_images)
-            chosen = (first + np.arange(count)) % len(test_images)
-            sources, labels, originals = test_images[chosen], test_labels[chosen], None
-            originals = test_images[chosen]
         photos = [group.draw(source, rng) for source in sources]
         ours, blank, elapsed = preprocess(photos)
-        seconds += elapsed
-        drawn += len(photos)
-        ours_right = classify(ours) == labels
+        photo_count, seconds = photo_count + len(photos), seconds + elapsed
+        right = classify(ours) == labels
         naive_right = classify(np.stack([naive(photo) for photo in photos])) == labels
-        ours_width = quartiles(widths(ours))
-        if originals is None:
-            mnist_cell, diff_cell, mnist_width = "-", "", "-"
-        else:
+        mnist_cells = f"{'-':>9}{'':>7}"
+        mnist_width = "-"
+        if originals is not None:
             mnist_right = classify(originals) == labels
-            mnist_cell = f"{mnist_right.mean():.2%}"
-            diff_cell = f"{100 * (ours_right.mean() - mnist_right.mean()):+.2f}"
-            mnist_width = quartiles(widths(originals))
-            totals["count"] += count
-            totals["mnist"] += int(mnist_right.sum())
-            totals["ours"] += int(ours_right.sum())
-        note = f" ({blank} blank)" if blank else ""
+            mnist_cells = (
+                f"{mnist_right.mean():>9.2%}{100 * (right.mean() - mnist_right.mean()):>+7.2f}"
+            )
+            mnist_width = width_quartiles(originals)
+            totals += [len(labels), mnist_right.sum(), right.sum()]
+        what = group.description + (f" ({blank} found blank)" if blank else "")
         print(
-            f"{name:<8}{count:>7}{mnist_cell:>9}{ours_right.mean():>9.2%}{diff_cell:>7}"
-            f"{naive_right.mean():>8.1%}{ours_width:>17}{mnist_width:>17}  "
-            f"{group.description}{note}",
+            f"{name:<8}{len(photos):>7}{mnist_cells[:9]}{right.mean():>9.2%}{mnist_cells[9:]}"
+            f"{naive_right.mean():>8.1%}{width_quartiles(ours):>17}{mnist_width:>17}  {what}",
             flush=True,
         )
-        del index
-    if totals["count"] and len(set(arguments.groups) & set(MNIST_GROUPS)) > 1:
-        mnist_accuracy = totals["mnist"] / totals["count"]
-        ours_accuracy = totals["ours"] / totals["count"]
+        if name == "fonts":
+            fonts_used = np.array([font.stem for font, _ in sources])
+            print(
+                "  by font: "
+                + ", ".join(
+                    f"{stem} {right[fonts_used == stem].mean():.0%}"
+                    for stem in dict.fromkeys(fonts_used)
+                ),
+                flush=True,
+            )
+    if totals[0] > count:
+        mnist_accuracy, accuracy = totals[1] / totals[0], totals[2] / totals[0]
         print(
-            f"{'MNIST groups':<15}{totals['count']:>6}{mnist_accuracy:>9.2%}{ours_accuracy:>9.2%}"
-            f"{100 * (ours_accuracy - mnist_accuracy):>+7.2f}"
+            f"{'MNIST groups':<15}{totals[0]:>6}{mnist_accuracy:>9.2%}{accuracy:>9.2%}"
+            f"{100 * (accuracy - mnist_accuracy):>+7.2f}"
         )
-    decoding, recipe = time_one_megapixel(test_images, arguments.seed)
-    print(
-        f"\npreprocessing: {seconds / drawn * 1e3:.1f} ms per photo on average; "
-        f"{recipe:.1f} ms per 1-megapixel JPEG photo, "
-        f"{recipe / decoding:.2f}x the {decoding:.1f} ms of decoding it"
-    )
-    if "fonts" in arguments.groups and missing:
+    print(f"\npreprocessing: {seconds / max(1, photo_count) * 1e3:.1f} ms per photo on average")
+    if arguments.timed_photos:
+        decoding, recipe = time_one_megapixel(test_images[: arguments.timed_photos], arguments.seed)
         print(
-            f"photo_bench.py: WARNING: the fonts group ran without {len(missing)} missing "
-            f"fonts: {' '.join(font.name for _, font in missing)} (make fonts)",
-            file=sys.stderr,
+            f"preprocessing: {recipe:.1f} ms per 1-megapixel JPEG photo, "
+            f"{recipe / decoding:.2f} times the {decoding:.1f} ms of decoding it"
         )
+    if fonts_missing:
+        print(warning, file=sys.stderr)
         sys.exit(1)
 
 

@@ -96,8 +96,23 @@ TRANSPARENT = {"name": "transparent_9.png", "index": 9, "size": 280, "digit_heig
 # A flatbed scan stored with 16 bits per pixel.
 SCAN_16_BIT = {"name": "scan16_6.png", "index": 11, "size": 200, "digit_height": 150}
 
-# The example shown step by step in figures/preprocessing.png.
-FIGURE_EXAMPLE = "photo_3.jpg"
+# The example shown step by step in figures/preprocessing.png: a small digit
+# written with a thin pen, in a large photo (drawn in memory, not a file of
+# test_images/).
+FIGURE_PHOTO = {
+    "name": "a 7 in a 3000x2250 photo",
+    "index": 26,
+    "size": (3000, 2250),
+    "digit_height": 250,
+    "centre": (0.56, 0.4),
+    "angle": 5.0,
+    "stroke": 0.3,
+    "paper": (214, 226, 232),
+    "ink": (140, 60, 25),
+    "light": (0.75, 1.0),
+    "blur": 1.0,
+    "noise": 3.0,
+}
 
 JPEG_QUALITY = 85
 
@@ -320,6 +335,17 @@ def make_test_images(images_dir, mnist_path, seed):
     return written
 
 
+def draw_figure(path, mnist_path, seed):
+    """figures/preprocessing.png: FIGURE_PHOTO, as a phone stores it (JPEG), step by step."""
+    (_, _), (test_images, _) = data.load_mnist(mnist_path)
+    photo = draw_photo(test_images[FIGURE_PHOTO["index"]], FIGURE_PHOTO, np.random.default_rng(seed))
+    encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+    example = preprocessing.decode_image(encoded.tobytes())
+    return figures.plot_preprocessing_steps(
+        example, path, title=f"A thin, small digit: {FIGURE_PHOTO['name']}, to MNIST form"
+    )
+
+
 def source_indexes():
     """{file name: index of its MNIST test digit} for every image written."""
     indexes = dict(MNIST_EXAMPLES)
@@ -342,7 +368,7 @@ def main():
         type=Path,
         default=config.FIGURES_DIR / "preprocessing.png",
         help="figure of the preprocessing steps on "
-        f"{FIGURE_EXAMPLE} (default: {config.FIGURES_DIR / 'preprocessing.png'})",
+        f"{FIGURE_PHOTO['name']} (default: {config.FIGURES_DIR / 'preprocessing.png'})",
     )
     parser.add_argument(
         "--mnist",
@@ -356,10 +382,7 @@ def main():
     arguments = parser.parse_args()
     for path in make_test_images(arguments.images_dir, arguments.mnist, arguments.seed):
         print(f"{path}  {path.stat().st_size / 1024:.0f} KB")
-    example = preprocessing.read_image(arguments.images_dir / FIGURE_EXAMPLE)
-    figure = figures.plot_preprocessing_steps(
-        example, arguments.figure, title=f"{FIGURE_EXAMPLE} to MNIST form"
-    )
+    figure = draw_figure(arguments.figure, arguments.mnist, arguments.seed)
     print(f"{figure}  {figure.stat().st_size / 1024:.0f} KB")
 
 
