@@ -7,11 +7,11 @@ model in this process after:
 - `preprocessing.to_mnist`, the project's recipe;
 - the naive recipe of many public examples: grey, resize to 28x28, invert.
 
-Each group draws its own MNIST test digits (group k takes digits k*N to
-(k+1)*N - 1, so the eight MNIST groups of 1,250 cover the test set once) and
-is printed beside the accuracy on the same digits as they are in MNIST, with
-the stroke width (`preprocessing.stroke_width`) of the 28x28 results beside
-MNIST's. The `fonts` group has no MNIST counterpart: its digits are typed in
+Each group draws its own N MNIST test digits (group k takes digits k*N to
+(k+1)*N - 1; with N = 1250 the eight MNIST groups cover the test set once)
+and is printed beside the accuracy on the same digits as they are in MNIST,
+with the stroke width (`preprocessing.stroke_width`) of the 28x28 results
+beside MNIST's. The `fonts` group has no MNIST counterpart: its digits are typed in
 the handwriting fonts of bench/handwriting_fonts.txt, which `make fonts`
 installs; missing fonts are reported and make the exit status 1.
 
@@ -21,7 +21,8 @@ times the recipe on 1-megapixel JPEG photos against decoding them.
 
 Typical usage:
     python bench/photo_bench.py --model code/cnnModel.h5
-    python bench/photo_bench.py --images 200 --groups size pen fonts
+    python bench/photo_bench.py --images 1250 --model code/cnnModel.h5
+    python bench/photo_bench.py --images 50 --groups size pen fonts
 """
 
 import argparse
@@ -75,7 +76,7 @@ def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=cli.HelpFormatter
     )
-    parser.add_argument("--images", type=int, default=1250, help="photos per group")
+    parser.add_argument("--images", type=int, default=300, help="photos per group")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random drawings")
     parser.add_argument(
         "--groups",

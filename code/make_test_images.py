@@ -338,7 +338,9 @@ def make_test_images(images_dir, mnist_path, seed):
 def draw_figure(path, mnist_path, seed):
     """figures/preprocessing.png: FIGURE_PHOTO, as a phone stores it (JPEG), step by step."""
     (_, _), (test_images, _) = data.load_mnist(mnist_path)
-    photo = draw_photo(test_images[FIGURE_PHOTO["index"]], FIGURE_PHOTO, np.random.default_rng(seed))
+    photo = draw_photo(
+        test_images[FIGURE_PHOTO["index"]], FIGURE_PHOTO, np.random.default_rng(seed)
+    )
     encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
     example = preprocessing.decode_image(encoded.tobytes())
     return figures.plot_preprocessing_steps(

@@ -306,6 +306,33 @@ def test_blurred_digit_keeps_its_loops():
     assert ink_match(result, preprocessing.to_mnist(sharp)) >= 0.9
 
 
+def test_narrowing_a_marker_never_loses_a_thin_stroke():
+    # A marker's ring with a ballpoint tail: narrowing the ring to MNIST's
+    # width would wipe the tail out, so the tail must still be there.
+    image = np.full((400, 400), 240, dtype=np.uint8)
+    cv2.circle(image, (200, 150), 90, 20, thickness=70)
+    cv2.line(image, (280, 190), (280, 380), 20, thickness=6)
+    result = preprocessing.to_mnist(image)
+    assert_mnist_form(result, box_slack=4)
+    # The tail is the ink in the lowest quarter of the digit.
+    _, top, _, height = cv2.boundingRect(result)
+    assert np.count_nonzero(result[top + 3 * height // 4 : top + height] >= 128) >= 4
+
+
+def test_shadow_over_most_of_the_border_does_not_turn_the_ink_light():
+    even = draw_digit(
+        9, size=(480, 640), scale=7, thickness=16, paper=220, ink=40, centre=(400, 300)
+    )
+    rows, columns = np.mgrid[0:480, 0:640]
+    # Light falling to 30% towards the left, and a soft shadow at 40% over
+    # the top left: the border's median is the shadow's paper.
+    shadow = cv2.GaussianBlur(np.where(columns + rows < 450, 0.4, 1.0), (0, 0), 60)
+    shaded = (even * (0.3 + 0.7 * columns / 639) * shadow).astype(np.uint8)
+    result = preprocessing.to_mnist(shaded)
+    assert_mnist_form(result)
+    assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
+
+
 def test_faint_stroke_beside_a_strong_one_keeps_its_width():
     image = np.full((300, 300), 240, dtype=np.uint8)
     cv2.line(image, (110, 40), (110, 260), 20, thickness=16)  # Strong.

@@ -223,7 +223,9 @@ def plot_preprocessing_steps(image, path, title=None):
         (box_height + 2 * margin) * factor,
     )
     region_left, region_top, region_width, region_height = region
-    zoom = original[region_top : region_top + region_height, region_left : region_left + region_width]
+    zoom = original[
+        region_top : region_top + region_height, region_left : region_left + region_width
+    ]
     panels = [
         (original, f"1 original {width}x{height}"),
         (zoom, f"2 its digit, {zoom.shape[1]}x{zoom.shape[0]}"),

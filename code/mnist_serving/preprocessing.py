@@ -10,18 +10,25 @@ the figures all use:
 
 1. `grey`: any dtype and channel layout to one grey channel, 0..255 as float;
    transparency is composited onto the paper colour; large photos are shrunk
-   (area averaging) to a working size.
+   (area averaging) to a working size, where the digit is looked for. The
+   full-resolution grey image is kept for step 5.
 2. `denoised`: salt-and-pepper noise (median filter) and sensor noise
    (gaussian blur), each only when it is measured to be there.
 3. `ink`: polarity (ink darker or lighter than the paper) and background
    level, or a background map when the lighting is uneven; ink is made the
    bright part, the paper 0.
 4. `normalised`: the paper's residual noise is cut off and the ink stretched
-   to 0..255 (uint8); specks far from the digit are removed; pen strokes far
-   thinner or thicker than MNIST's, for the digit's size, are brought closer.
-5. `cropped`: the bounding box of the ink.
-6. `fitted`: the longer side scaled to 20, the aspect ratio kept.
-7. `mnist`: the 28x28 result, centred by its centre of mass.
+   to 0..255 (uint8); specks far from the digit are removed.
+5. `cropped`: the digit's ink. A digit no larger than MNIST's box is cropped
+   as it is (MNIST digits come back unchanged). A larger one is read again
+   at DETAIL_SIZE across, from the full-resolution image when the working
+   copy has fewer pixels across it: area-averaged down, or enlarged.
+6. `strokes`: for a larger digit, its strokes in black and white, cut where
+   each reaches half its own height, and widened or narrowed to MNIST's
+   stroke width (`stroke_width`) when measured to be outside MNIST's range.
+7. `fitted`: the longer side scaled to 20, the aspect ratio kept; black and
+   white strokes are area-averaged, as MNIST's were from NIST's scans.
+8. `mnist`: the 28x28 result, centred by its centre of mass.
 
 Centre convention: OpenCV's moments put pixel (row, column) at the
 coordinate (column, row), so a 28x28 image spans -0.5..27.5 and its geometric
@@ -110,6 +117,9 @@ NEAR_DIGIT_FRACTION = 0.1
 # on its longer side: fine enough for its stroke width to be measured and
 # changed, and as MNIST's digits were, area-averaged down to the box.
 DETAIL_SIZE = 4 * config.DIGIT_BOX_SIZE
+# A digit whose strokes measure thinner than THIN_STROKE there is read again
+# at up to this size, where a thin pen's line is still whole.
+FINE_DETAIL_SIZE = 4 * DETAIL_SIZE
 DETAIL_MARGIN = 0.05
 
 # A stroke's edge is at half the strongest ink within this fraction of the
@@ -128,6 +138,7 @@ THIN_STROKE_TARGET = 0.127
 THICK_STROKE = 0.18
 THICK_STROKE_TARGET = 0.15
 NARROWING_SHARES = (1, 2 / 3, 1 / 3)
+LOST_IN_NARROWING = 0.02
 # Pixels, at DETAIL_SIZE.
 STROKE_TOLERANCE = 0.25
 
@@ -259,7 +270,8 @@ def to_mnist(image, steps=None):
     signed = _signed_ink(grey, paper, paper.background)
     record("ink", np.clip(signed, 0, 255))
     levels = _ink_levels(signed)
-    ink = _remove_specks(_stretch(signed, levels))
+    stretched = _stretch(signed, levels)
+    ink = _remove_specks(stretched)
     record("normalised", ink)
     left, top, width, height = cv2.boundingRect(ink)
     if max(width, height) * factor <= config.DIGIT_BOX_SIZE:
@@ -267,8 +279,18 @@ def to_mnist(image, steps=None):
         # take this way and come back as they are).
         cropped = strokes = ink[top : top + height, left : left + width]
     else:
-        cropped = _digit_detail(full, scale, factor, (left, top, width, height), paper, levels, ink)
-        strokes = _pen_strokes(cropped)
+        box = (left, top, width, height)
+        specks = cv2.subtract(stretched, ink)
+        cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks)
+        strokes = _cut_strokes(cropped)
+        full_size = max(width, height) * factor
+        if _relative_width(strokes) < THIN_STROKE and full_size > DETAIL_SIZE:
+            # A thin pen's line is fainter than its noise once averaged down
+            # to DETAIL_SIZE: it is cut again where it is still whole.
+            size = min(FINE_DETAIL_SIZE, full_size)
+            cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks, size)
+            strokes = _cut_strokes(cropped)
+        strokes = _with_mnist_stroke_width(strokes)
     record("cropped", cropped)
     record("strokes", strokes)
     fitted = _fit_to_box(strokes)
@@ -519,9 +541,10 @@ def _measure_paper(grey):
     paper_border = border[(border > (paper + ink) / 2) == dark_ink]
     low_border, high_border = _quantiles(paper_border, (0.25, 0.75))
     uneven = high_border - low_border > UNEVEN_LIGHTING * contrast
-    level = 255.0 - paper if dark_ink else paper
     if not (uneven and min(grey.shape) >= LIGHTING_MIN_SIZE):
-        return _Paper(dark_ink, level, None)
+        return _Paper(dark_ink, 255.0 - paper if dark_ink else paper, None)
+    dark_ink = _ink_is_dark(grey)
+    level = 255.0 - paper if dark_ink else paper
     return _Paper(dark_ink, level, _estimate_background(255.0 - grey if dark_ink else grey))
 
 
@@ -548,10 +571,42 @@ def _estimate_background(grey):
 
     On a thumbnail, a morphological opening with a disc wider than any
     stroke removes the (bright) ink and keeps the slowly varying paper; a
-    blur smooths the disc's corners away; the map is scaled back up. The
-    thumbnail is first extended by point reflection at its edges, which
-    continues a brightness gradient: with a plain mirror or repeated edge,
-    the opening would underestimate the paper along the brighter edges.
+    blur smooths the disc's corners away; the map is scaled back up.
+    """
+    extended, disc, margin = _lighting_thumbnail(grey)
+    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
+    radius = disc.shape[0] // 2
+    smooth = cv2.GaussianBlur(opened, (0, 0), radius / 2, borderType=cv2.BORDER_REPLICATE)
+    smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
+    return cv2.resize(smooth, grey.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def _ink_is_dark(grey):
+    """Whether the ink is darker than the paper, judged under uneven light.
+
+    The border's median can be the shadow's or the light's, so each pixel of
+    the lighting thumbnail is compared with its own neighbourhood instead:
+    the median over the background's disc, which is paper as long as ink
+    covers less than half of it. Light multiplies paper and ink alike, so the
+    comparison is a ratio: dark ink absorbs most of the light where it is,
+    light ink on a dark board reflects several times as much, while a
+    shadow's edge only changes the light by a fraction.
+    """
+    extended, disc, margin = _lighting_thumbnail(grey)
+    levels = cv2.convertScaleAbs(extended)
+    paper = cv2.medianBlur(levels, disc.shape[0])
+    inside = (slice(margin, -margin), slice(margin, -margin))
+    ratio = np.log((levels[inside] + np.float32(1)) / (paper[inside] + np.float32(1)))
+    return bool(-ratio.min() > ratio.max())
+
+
+def _lighting_thumbnail(grey):
+    """A thumbnail of LIGHTING_THUMBNAIL_SIZE for the lighting, the disc that
+    is wider than any stroke on it, and the margin it is extended by.
+
+    The margin is a point reflection at the edges, which continues a
+    brightness gradient: with a plain mirror or repeated edge, the opening
+    would underestimate the paper along the brighter edges.
     """
     height, width = grey.shape
     # Whole blocks, as in _shrink_to_working_size; the map is stretched back
@@ -565,10 +620,7 @@ def _estimate_background(grey):
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
     margin = 2 * radius
     extended = np.pad(thumbnail, margin, mode="reflect", reflect_type="odd")
-    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
-    smooth = cv2.GaussianBlur(opened, (0, 0), radius / 2, borderType=cv2.BORDER_REPLICATE)
-    smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
-    return cv2.resize(smooth, (width, height), interpolation=cv2.INTER_LINEAR)
+    return extended, disc, margin
 
 
 def _ink_levels(signed_ink):
@@ -649,16 +701,19 @@ def _remove_specks(ink):
     return np.where(keep[labels], ink, 0).astype(np.uint8)
 
 
-def _digit_detail(grey, scale, factor, box, paper, levels, ink):
-    """The digit's ink, read again from the full-resolution image at DETAIL_SIZE.
+def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, size=None):
+    """The digit's ink at `size` (DETAIL_SIZE by default), from the largest
+    resolution it needs.
 
-    The digit's region (`box` at working size, and a margin) is taken from
-    the full-resolution grey image and scaled so that the digit's longer side
-    measures DETAIL_SIZE: shrunk by area averaging from all the pixels the
-    photo has, or enlarged by linear interpolation (only the half-way edge is
-    used, so that adds no blur to the strokes). The ink is separated with the
-    paper's level, light and contrast measured at working size; ink that was
-    removed as specks there stays removed.
+    The digit's region (`box` at working size, and a margin) is scaled so
+    that the digit's longer side measures `size`: shrunk by area
+    averaging, or enlarged by linear interpolation (only the strokes'
+    half-way edge is used, so that adds no blur). When the working copy has
+    fewer pixels across the digit than that, the region is read again from
+    the full-resolution grey image, and its ink separated with the paper's
+    level, light and contrast measured at working size. The `specks` removed
+    there (uint8, working size) stay removed; faint ink that did not reach
+    the working size's threshold, such as a thin line averaged away, is kept.
 
     Returns:
         float32 ink strength, 0 on the paper and about 255 on the strongest
@@ -666,37 +721,46 @@ def _digit_detail(grey, scale, factor, box, paper, levels, ink):
     """
     left, top, width, height = box
     margin = max(1, round(DETAIL_MARGIN * max(width, height)))
-    top, left = max(0, top - margin), max(0, left - margin)
-    bottom = min(ink.shape[0], top + height + 2 * margin)
-    right = min(ink.shape[1], left + width + 2 * margin)
-    region = grey[top * factor : bottom * factor, left * factor : right * factor]
-    ratio = DETAIL_SIZE / (max(width, height) * factor)
-    size = (max(1, round(region.shape[1] * ratio)), max(1, round(region.shape[0] * ratio)))
-    interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
-    # Resized at the stored depth (several times faster than as floats).
-    region = cv2.resize(np.ascontiguousarray(region), size, interpolation=interpolation)
-    region = _suppress_noise(_as_float32(region) * np.float32(scale))
-    background = paper.background
-    if background is not None:
-        background = cv2.resize(
-            background[top:bottom, left:right], size, interpolation=cv2.INTER_LINEAR
-        )
+    rows = slice(max(0, top - margin), min(specks.shape[0], top + height + margin))
+    columns = slice(max(0, left - margin), min(specks.shape[1], left + width + margin))
+    removed = cv2.dilate((specks[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
     floor, gain = levels
-    detail = (_signed_ink(region, paper, background) - np.float32(floor)) * np.float32(gain)
-    kept = cv2.dilate((ink[top:bottom, left:right] > 0).view(np.uint8), _NEIGHBOURS)
-    kept = cv2.resize(kept, size, interpolation=cv2.INTER_NEAREST)
-    return np.where(kept > 0, np.maximum(detail, 0), 0).astype(np.float32)
+    size = size or DETAIL_SIZE
+    if factor == 1 or max(width, height) >= size:
+        region = (signed_ink[rows, columns] - np.float32(floor)) * np.float32(gain)
+        detail = _resized(region, size / max(width, height))
+    else:
+        full = grey[
+            rows.start * factor : rows.stop * factor, columns.start * factor : columns.stop * factor
+        ]
+        # Resized at the stored depth: several times faster than as floats.
+        region = _resized(np.ascontiguousarray(full), size / (max(width, height) * factor))
+        region = _suppress_noise(_as_float32(region) * np.float32(scale))
+        background = paper.background
+        if background is not None:
+            background = cv2.resize(
+                background[rows, columns], region.shape[::-1], interpolation=cv2.INTER_LINEAR
+            )
+        signed = _signed_ink(region, paper, background)
+        detail = (signed - np.float32(floor)) * np.float32(gain)
+    removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return np.where(removed > 0, 0, np.maximum(detail, 0)).astype(np.float32)
 
 
-def _pen_strokes(detail):
-    """The pen's strokes: ink at half its own height, widened or narrowed to
-    MNIST's stroke width when measured to be outside MNIST's range.
+def _resized(image, ratio):
+    """The image scaled by `ratio`: area averaging to shrink, linear to enlarge."""
+    size = (max(1, round(image.shape[1] * ratio)), max(1, round(image.shape[0] * ratio)))
+    interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def _cut_strokes(detail):
+    """The pen's strokes: where the ink reaches half its own height.
 
     Each stroke's edge is where it reaches half of the strongest ink around
-    it (a disc of LOCAL_PEAK_FRACTION of the digit's size), so a faint stroke
-    keeps its width beside a strong one, and blur moves no edge. MNIST's
-    digits were made the same way: black-and-white NIST scans, area-averaged
-    down to 20 pixels.
+    it (a square of LOCAL_PEAK_FRACTION of the digit's size), so a faint
+    stroke keeps its width beside a strong one, and blur moves no edge.
+    MNIST's digits were made from black-and-white NIST scans in the same way.
 
     Returns:
         uint8 0/255 strokes, cropped to them.
@@ -707,24 +771,52 @@ def _pen_strokes(detail):
     window = 2 * round(LOCAL_PEAK_FRACTION * max(detail.shape) / 2) + 1
     local_peak = cv2.dilate(detail, np.ones((window, window), np.uint8))
     threshold = np.maximum(local_peak * np.float32(0.5), np.float32(MIN_STROKE_FRACTION * peak))
-    strokes = _cropped((detail >= threshold) & (detail > 0))
-    width = stroke_width(strokes) / max(strokes.shape)
+    strokes = ((detail >= threshold) & (detail > 0)).view(np.uint8)
+    # A 3x3 median fills pinholes (chalk's grain, JPEG's ringing) and
+    # removes single-pixel specks; the strokes' edges hardly move.
+    return _cropped(cv2.medianBlur(strokes, 3))
+
+
+def _relative_width(strokes):
+    """`stroke_width` over the strokes' longer side."""
+    return stroke_width(strokes) / max(strokes.shape)
+
+
+def _with_mnist_stroke_width(strokes):
+    """Strokes widened or narrowed to MNIST's width when they measure
+    outside MNIST's range (THIN_STROKE..THICK_STROKE of the digit's size)."""
+    width = _relative_width(strokes)
     if width < THIN_STROKE:
-        return _with_stroke_width(strokes, THIN_STROKE_TARGET)
+        return _with_stroke_width(strokes, THIN_STROKE_TARGET)[0]
     if width > THICK_STROKE:
-        # Narrowing that would break a stroke apart is tried again with less.
-        pieces = cv2.connectedComponents(strokes)[0]
+        # Narrowing that would break a stroke or lose one is tried again
+        # with less.
         for share in NARROWING_SHARES:
             target = width + share * (THICK_STROKE_TARGET - width)
-            thinner = _with_stroke_width(strokes, target)
-            if cv2.connectedComponents(thinner)[0] == pieces:
+            thinner, widening = _with_stroke_width(strokes, target)
+            if _survives_narrowing(strokes, -widening):
                 return thinner
     return strokes
 
 
+def _survives_narrowing(strokes, narrowing):
+    """Whether strokes narrowed by `narrowing` pixels keep all their pieces,
+    and widening them back restores all but LOST_IN_NARROWING of them (a
+    thin stroke beside thick ones vanishes, though no piece breaks away)."""
+    padded = cv2.copyMakeBorder(strokes, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    inside = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    core = (inside > narrowing / 2).view(np.uint8)
+    if cv2.connectedComponents(core)[0] != cv2.connectedComponents(padded)[0]:
+        return False
+    back = cv2.distanceTransform(1 - core, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= narrowing / 2 + 1
+    lost = np.count_nonzero((padded > 0) & ~back)
+    return lost <= LOST_IN_NARROWING * np.count_nonzero(padded)
+
+
 def _with_stroke_width(strokes, target):
     """Strokes (uint8 0/255) widened or narrowed by the same amount on each
-    side until `stroke_width` over their longer side measures `target`.
+    side until `stroke_width` over their longer side measures `target`; and
+    that amount, in pixels (negative when narrowed).
 
     The strokes' edge is moved along their Euclidean distance map, which
     takes fractions of a pixel. Widening also enlarges the digit, and round
@@ -750,11 +842,14 @@ def _with_stroke_width(strokes, target):
     # A straight stroke of width w in a digit of size L: (w + d) = t (L + d).
     widening = -start_error / (1 - target)
     result = moved(widening)
+    if result.size == 0:
+        return strokes, 0.0  # Narrowed away: nothing is left to measure.
     result_error = error(result)
     if abs(result_error) > STROKE_TOLERANCE and result_error != start_error:
-        widening -= result_error * widening / (result_error - start_error)
-        result = moved(widening)
-    return result
+        corrected = widening - result_error * widening / (result_error - start_error)
+        if moved(corrected).size:
+            widening, result = corrected, moved(corrected)
+    return result, widening
 
 
 def _cropped(mask):
