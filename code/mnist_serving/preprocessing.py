@@ -57,6 +57,9 @@ CENTRE = config.IMAGE_SIZE / 2
 # 12-megapixel photo fast. Area averaging also averages noise, and OpenCV
 # averages whole blocks of pixels several times faster than fractional ones.
 WORKING_SIZE = 512
+# Where nothing stands out at WORKING_SIZE, the ink is looked for once more
+# at up to this size before the image is called blank.
+FINE_WORKING_SIZE = 2048
 
 # A pixel this many grey levels above its brightest or below its darkest
 # neighbour is an impulse (salt or pepper). MNIST digits have at most three
@@ -262,15 +265,17 @@ def to_mnist(image, steps=None):
     """
     record = steps.__setitem__ if steps is not None else _ignore
     full, scale = _to_grey(image)
-    grey, factor = _working_copy(full, scale)
-    record("grey", grey)
-    grey = _suppress_noise(grey)
-    record("denoised", grey)
-    paper = _measure_paper(grey)
-    signed = _signed_ink(grey, paper, paper.background)
-    record("ink", np.clip(signed, 0, 255))
-    levels = _ink_levels(signed)
-    stretched = _stretch(signed, levels)
+    try:
+        factor, paper, signed, levels, stretched = _find_ink(full, scale, WORKING_SIZE, record)
+    except PreprocessingError:
+        if max(full.shape) <= WORKING_SIZE:
+            raise
+        # A line thinner than the working copy's pixels can average away
+        # below the paper's noise: a finer copy is searched before the
+        # photo is called blank.
+        factor, paper, signed, levels, stretched = _find_ink(
+            full, scale, FINE_WORKING_SIZE, record
+        )
     ink = _remove_specks(stretched)
     record("normalised", ink)
     left, top, width, height = cv2.boundingRect(ink)
@@ -302,6 +307,27 @@ def to_mnist(image, steps=None):
 
 def _ignore(name, value):
     """Stands in for `steps[name] = value` when no steps are asked for."""
+
+
+def _find_ink(full, scale, working_size, record):
+    """Steps 1 to 4 on a working copy of at most `working_size` pixels.
+
+    Returns:
+        (factor the copy was shrunk by, paper, signed ink, ink levels,
+        stretched uint8 ink).
+
+    Raises:
+        PreprocessingError: No ink stands out from the paper.
+    """
+    grey, factor = _working_copy(full, scale, working_size)
+    record("grey", grey)
+    grey = _suppress_noise(grey)
+    record("denoised", grey)
+    paper = _measure_paper(grey)
+    signed = _signed_ink(grey, paper, paper.background)
+    record("ink", np.clip(signed, 0, 255))
+    levels = _ink_levels(signed)
+    return factor, paper, signed, levels, _stretch(signed, levels)
 
 
 def _to_grey(image):
@@ -345,14 +371,14 @@ def _to_grey(image):
     return _composite_on_paper(grey, opacity), 1.0
 
 
-def _working_copy(grey, scale):
+def _working_copy(grey, scale, working_size):
     """The float32 0..255 copy that the ink is looked for in, no larger than
-    WORKING_SIZE, and the whole factor it was shrunk by."""
+    `working_size`, and the whole factor it was shrunk by."""
     if grey.dtype in (np.uint8, np.uint16):
         # Shrunk at the stored depth: faster than as floats.
-        small, factor = _shrink_to_working_size(np.ascontiguousarray(grey))
+        small, factor = _shrink(np.ascontiguousarray(grey), working_size)
         return _as_float32(small) * np.float32(scale), factor
-    return _shrink_to_working_size(_as_float32(grey) * np.float32(scale))
+    return _shrink(_as_float32(grey) * np.float32(scale), working_size)
 
 
 def _as_float32(array):
@@ -411,15 +437,15 @@ def _composite_on_paper(grey, opacity):
     return grey * opacity + np.float32(paper) * (1 - opacity)
 
 
-def _shrink_to_working_size(grey):
-    """Shrinks images larger than WORKING_SIZE by a whole factor (area mean);
-    returns the image and the factor.
+def _shrink(grey, working_size):
+    """Shrinks images larger than `working_size` by a whole factor (area
+    mean); returns the image and the factor.
 
     The last rows and columns that do not fill a whole block are dropped:
     fewer than the factor, a sliver of the border.
     """
     height, width = grey.shape
-    factor = math.ceil(max(height, width) / WORKING_SIZE)
+    factor = math.ceil(max(height, width) / working_size)
     if factor == 1:
         return grey, 1
     height, width = max(1, height // factor), max(1, width // factor)
@@ -609,7 +635,7 @@ def _lighting_thumbnail(grey):
     would underestimate the paper along the brighter edges.
     """
     height, width = grey.shape
-    # Whole blocks, as in _shrink_to_working_size; the map is stretched back
+    # Whole blocks, as in _shrink; the map is stretched back
     # over the dropped sliver, which a smooth map does not notice.
     factor = math.ceil(max(height, width) / LIGHTING_THUMBNAIL_SIZE)
     rows, columns = max(1, height // factor), max(1, width // factor)
@@ -631,7 +657,9 @@ def _ink_levels(signed_ink):
     For an MNIST image both are already 0 and 255, so nothing changes.
 
     Returns:
-        (floor, gain): ink = (signed ink - floor) x gain.
+        (paper, floor, gain): the paper's level, the level that becomes 0
+        (the paper's plus its noise), and the gain that takes the strongest
+        ink to 255: ink = (signed ink - floor) x gain.
 
     Raises:
         PreprocessingError: No ink stands out from the background.
@@ -656,12 +684,12 @@ def _ink_levels(signed_ink):
         )
     floor = paper_level + PAPER_NOISE_SIGMAS * paper_noise
     peak = min(float(ink_pixels.max()), 255.0)
-    return floor, 255.0 / (peak - floor)
+    return paper_level, floor, 255.0 / (peak - floor)
 
 
 def _stretch(signed_ink, levels):
     """uint8 ink from 0 (paper) to 255 (the strongest ink)."""
-    floor, gain = levels
+    _, floor, gain = levels
     stretched = (signed_ink - np.float32(floor)) * np.float32(gain)
     return np.rint(np.clip(stretched, 0, 255)).astype(np.uint8)
 
@@ -724,10 +752,12 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
     rows = slice(max(0, top - margin), min(specks.shape[0], top + height + margin))
     columns = slice(max(0, left - margin), min(specks.shape[1], left + width + margin))
     removed = cv2.dilate((specks[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
-    floor, gain = levels
+    # Measured from the paper's level, not its noise floor: averaging down
+    # lowers the noise, and a faint line must not be cut off before.
+    paper_level, _, gain = levels
     size = size or DETAIL_SIZE
     if factor == 1 or max(width, height) >= size:
-        region = (signed_ink[rows, columns] - np.float32(floor)) * np.float32(gain)
+        region = (signed_ink[rows, columns] - np.float32(paper_level)) * np.float32(gain)
         detail = _resized(region, size / max(width, height))
     else:
         full = grey[
@@ -742,7 +772,7 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
                 background[rows, columns], region.shape[::-1], interpolation=cv2.INTER_LINEAR
             )
         signed = _signed_ink(region, paper, background)
-        detail = (signed - np.float32(floor)) * np.float32(gain)
+        detail = (signed - np.float32(paper_level)) * np.float32(gain)
     removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
     return np.where(removed > 0, 0, np.maximum(detail, 0)).astype(np.float32)
 
@@ -765,16 +795,19 @@ def _cut_strokes(detail):
     Returns:
         uint8 0/255 strokes, cropped to them.
     """
-    (peak,) = _quantiles(_subsample(detail[detail > 0]), (PEAK_QUANTILE,))
+    inked = detail[detail > 0]
+    if inked.size == 0:
+        raise PreprocessingError("blank image: no ink found")
+    (peak,) = _quantiles(_subsample(inked), (PEAK_QUANTILE,))
     # A square window: OpenCV takes the maximum over it row by row and then
     # column by column, many times faster than over a disc.
     window = 2 * round(LOCAL_PEAK_FRACTION * max(detail.shape) / 2) + 1
     local_peak = cv2.dilate(detail, np.ones((window, window), np.uint8))
     threshold = np.maximum(local_peak * np.float32(0.5), np.float32(MIN_STROKE_FRACTION * peak))
     strokes = ((detail >= threshold) & (detail > 0)).view(np.uint8)
-    # A 3x3 median fills pinholes (chalk's grain, JPEG's ringing) and
-    # removes single-pixel specks; the strokes' edges hardly move.
-    return _cropped(cv2.medianBlur(strokes, 3))
+    # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
+    # pixel's neighbours are ink; a hairline one pixel wide stays.
+    return _cropped(np.maximum(strokes, cv2.medianBlur(strokes, 3)))
 
 
 def _relative_width(strokes):
