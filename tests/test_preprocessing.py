@@ -292,6 +292,18 @@ def test_small_thin_digit_in_a_large_photo_matches_the_same_digit_drawn_large():
     )
 
 
+def test_faint_hairline_in_a_large_photo_is_found_not_called_blank(mnist_stroke_widths):
+    # A 1-pixel grey line, 30 grey levels darker than the paper: averaged
+    # into the 512-pixel working copy it is lost in the paper's noise.
+    image = draw_digit(2, size=(1500, 2000), scale=8, thickness=1, paper=220, ink=190)
+    noise = np.random.default_rng(0).normal(0, 3, image.shape)
+    photo = np.clip(image + noise, 0, 255).astype(np.uint8)
+    result = preprocessing.to_mnist(photo)
+    assert_mnist_form(result)
+    low, high = np.percentile(mnist_stroke_widths, [10, 90])
+    assert low <= preprocessing.stroke_width(result) <= high
+
+
 def test_blurred_digit_keeps_its_loops():
     sharp = draw_digit(8, size=(400, 400), scale=9, thickness=20)
     blurred = cv2.GaussianBlur(sharp, (0, 0), 6)  # 3% of the digit's height.
