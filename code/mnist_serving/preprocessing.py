@@ -148,6 +148,7 @@ STROKE_TOLERANCE = 0.25
 # stroke_width enlarges images up to this size (MNIST's) by this factor.
 STROKE_SMALL_IMAGE = 64
 STROKE_ENLARGEMENT = 4
+STROKE_LARGEST_ENLARGED = 512
 
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 # The eight neighbours of a pixel, without the pixel itself.
@@ -273,9 +274,7 @@ def to_mnist(image, steps=None):
         # A line thinner than the working copy's pixels can average away
         # below the paper's noise: a finer copy is searched before the
         # photo is called blank.
-        factor, paper, signed, levels, stretched = _find_ink(
-            full, scale, FINE_WORKING_SIZE, record
-        )
+        factor, paper, signed, levels, stretched = _find_ink(full, scale, FINE_WORKING_SIZE, record)
     ink = _remove_specks(stretched)
     record("normalised", ink)
     left, top, width, height = cv2.boundingRect(ink)
@@ -901,8 +900,9 @@ def stroke_width(digit: np.ndarray) -> float:
     average w/4, plus the half pixel between a pixel's centre and its edge:
     the width is 4 x (mean distance - 1/2). Images of MNIST's size, and
     strokes narrower than STROKE_ENLARGEMENT pixels, are measured on the
-    image enlarged STROKE_ENLARGEMENT times (linear interpolation), so that
-    the edge falls between pixels as it does in the drawing.
+    image enlarged STROKE_ENLARGEMENT times (linear interpolation; less for
+    images over a quarter of STROKE_LARGEST_ENLARGED), so that the edge
+    falls between pixels as it does in the drawing.
 
     Args:
         digit: A grey image, white ink on black (uint8, or float 0..255).
@@ -913,14 +913,20 @@ def stroke_width(digit: np.ndarray) -> float:
     digit = np.asarray(digit, dtype=np.float32)
     if digit.size == 0 or digit.max() <= 0:
         return 0.0
-    if max(digit.shape) > STROKE_SMALL_IMAGE:
+    longer = max(digit.shape)
+    if longer > STROKE_SMALL_IMAGE:
         width = _mean_distance_width(digit)
-        if width >= STROKE_ENLARGEMENT:
+        # Large images are enlarged less, or not at all: the time grows with
+        # the square of the size, and one pixel matters less there.
+        enlargement = min(STROKE_ENLARGEMENT, STROKE_LARGEST_ENLARGED // longer)
+        if width >= STROKE_ENLARGEMENT or enlargement <= 1:
             return width
+    else:
+        enlargement = STROKE_ENLARGEMENT
     enlarged = cv2.resize(
-        digit, None, fx=STROKE_ENLARGEMENT, fy=STROKE_ENLARGEMENT, interpolation=cv2.INTER_LINEAR
+        digit, None, fx=enlargement, fy=enlargement, interpolation=cv2.INTER_LINEAR
     )
-    return _mean_distance_width(enlarged) / STROKE_ENLARGEMENT
+    return _mean_distance_width(enlarged) / enlargement
 
 
 def _mean_distance_width(digit):
