@@ -159,6 +159,19 @@ def paper_and_pen(rng):
     }
 
 
+def mnist_photo_spec(rng, long_sides, heights, strokes=(0.7, 1.3), log_height=False):
+    """A `draw_photo` spec of an ordinary photo of an MNIST digit (see `page`),
+    its pen `strokes` times MNIST's width; and the digit's height in pixels."""
+    size, height, centre = page(rng, long_sides, heights, log_height)
+    spec = paper_and_pen(rng) | {
+        "size": size,
+        "centre": centre,
+        "digit_height": round(height * FRAME),
+        "stroke": rng.uniform(*strokes),
+    }
+    return spec, height
+
+
 def as_jpeg(image, quality=85):
     """The image as a phone stores it: JPEG-compressed and decoded again."""
     ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
@@ -198,13 +211,7 @@ def draw_mixed(digit, rng):
 
 def draw_size(digit, rng):
     """Digit height 5% to 80% of photos of 0.3 to 5 megapixels (log-uniform)."""
-    size, height, centre = page(rng, (640, 2592), (0.05, 0.8), log_height=True)
-    spec = paper_and_pen(rng) | {
-        "size": size,
-        "centre": centre,
-        "digit_height": round(height * FRAME),
-        "stroke": rng.uniform(0.7, 1.3),
-    }
+    spec, _ = mnist_photo_spec(rng, (640, 2592), (0.05, 0.8), log_height=True)
     return maybe_jpeg(draw_photo(digit, spec, rng), rng)
 
 
@@ -221,53 +228,29 @@ def draw_pen(digit, rng):
 
 def draw_blur(digit, rng):
     """Out of focus: Gaussian blur up to 3.5% of the digit's height."""
-    size, height, centre = page(rng, (480, 1600), (0.3, 0.75))
-    spec = paper_and_pen(rng) | {
-        "size": size,
-        "centre": centre,
-        "digit_height": round(height * FRAME),
-        "stroke": rng.uniform(0.7, 1.3),
-    }
+    spec, height = mnist_photo_spec(rng, (480, 1600), (0.3, 0.75))
     spec["blur"] = rng.uniform(0.005, 0.035) * height
     return maybe_jpeg(draw_photo(digit, spec, rng), rng)
 
 
 def draw_motion(digit, rng):
     """Camera shake: a straight motion blur up to 10% of the digit's height."""
-    size, height, centre = page(rng, (480, 1600), (0.3, 0.75))
-    spec = paper_and_pen(rng) | {
-        "size": size,
-        "centre": centre,
-        "digit_height": round(height * FRAME),
-        "stroke": rng.uniform(0.7, 1.3),
-    }
+    spec, height = mnist_photo_spec(rng, (480, 1600), (0.3, 0.75))
     spec["motion"] = rng.uniform(0.01, 0.1) * height
     return maybe_jpeg(draw_photo(digit, spec, rng), rng)
 
 
 def draw_jpeg(digit, rng):
     """JPEG at quality 30 to 95, small digits included."""
-    size, height, centre = page(rng, (320, 1600), (0.15, 0.75))
-    spec = paper_and_pen(rng) | {
-        "size": size,
-        "centre": centre,
-        "digit_height": round(height * FRAME),
-        "stroke": rng.uniform(0.7, 1.3),
-    }
+    spec, _ = mnist_photo_spec(rng, (320, 1600), (0.15, 0.75))
     return as_jpeg(draw_photo(digit, spec, rng), quality=rng.integers(30, 96))
 
 
 def draw_light(digit, rng):
     """Uneven light: a falloff to 20..70% across the page and, in 60% of the
     photos, a soft shadow at 30..70% of the light."""
-    size, height, centre = page(rng, (480, 1600), (0.25, 0.7))
-    spec = paper_and_pen(rng) | {
-        "size": size,
-        "centre": centre,
-        "digit_height": round(height * FRAME),
-        "stroke": rng.uniform(0.7, 1.3),
-        "light": (rng.uniform(0.2, 0.7), 1.0),
-    }
+    spec, _ = mnist_photo_spec(rng, (480, 1600), (0.25, 0.7))
+    spec["light"] = (rng.uniform(0.2, 0.7), 1.0)
     if rng.random() < 0.6:
         spec["shadow"] = rng.uniform(0.3, 0.7)
     return maybe_jpeg(draw_photo(digit, spec, rng), rng)
@@ -276,12 +259,8 @@ def draw_light(digit, rng):
 def draw_chalk(digit, rng):
     """Chalk on a green or black board: light grainy strokes on a dark, smudged
     surface."""
-    size, height, centre = page(rng, (480, 1600), (0.25, 0.7))
-    spec = paper_and_pen(rng) | {
-        "size": size,
-        "centre": centre,
-        "digit_height": round(height * FRAME),
-        "stroke": rng.uniform(1.0, 1.8),
+    spec, _ = mnist_photo_spec(rng, (480, 1600), (0.25, 0.7), strokes=(1.0, 1.8))
+    spec |= {
         "grain": rng.uniform(0.1, 0.4),
         "texture": rng.uniform(0.04, 0.1),
         "blur": rng.uniform(0.5, 1.5),
