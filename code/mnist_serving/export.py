@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from mnist_serving import config, data, savedmodel
+from mnist_serving import config, data, leftovers, savedmodel
 
 
 class ExportError(Exception):
@@ -209,11 +209,15 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
     Returns:
         `(version, path)` of the published export.
 
+    What killed exports left under `export_base` is removed first (see
+    `leftovers`), with a line on stderr for each.
+
     Raises:
         ExportError: Bad version, existing version, unwritable base path, or a
-            failed check. Nothing under `export_base` is changed then.
+            failed check. No version under `export_base` is changed then.
     """
     export_base = Path(export_base)
+    leftovers.clean_export_base(export_base)
     version = next_version(export_base) if version is None else int(version)
     if version <= 0:
         raise ExportError(f"version must be a positive integer, got {version}")
@@ -222,7 +226,9 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
         raise ExportError(f"version {version} already exists at {target} (use --overwrite)")
     try:
         export_base.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_base))
+        staging = Path(
+            tempfile.mkdtemp(prefix=leftovers.export_staging_prefix(version), dir=export_base)
+        )
     except OSError as error:
         raise ExportError(f"cannot write under {export_base}: {error.strerror}") from None
     try:
@@ -230,7 +236,9 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
         if check_images is not None:
             check_export(staging, model, check_images)
         if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=export_base))
+            retired = Path(
+                tempfile.mkdtemp(prefix=leftovers.retired_version_prefix(version), dir=export_base)
+            )
             target.rename(retired / "old")
             staging.rename(target)
             shutil.rmtree(retired, ignore_errors=True)

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_serving import config
+from mnist_serving import config, leftovers
 
 # Random affine distortion of training digits, in MNIST's 28x28 frame.
 MAX_ROTATION_DEGREES = 12.0
@@ -197,11 +197,14 @@ def atomic_write(path, write):
 
     The temporary file sits in the same folder, so the rename is atomic: a run
     that fails or is interrupted leaves any previous file at `path` untouched.
+    Temporary files that killed writes of `path` left are removed first (see
+    `leftovers`), with a line on stderr for each.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    leftovers.clean_temporary_files(path)
     handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix
+        dir=path.parent, prefix=leftovers.temporary_file_prefix(path), suffix=path.suffix
     )
     os.close(handle)
     try:
