@@ -524,18 +524,16 @@ def main(argv=None):
         photo_count, seconds = photo_count + len(photos), seconds + elapsed
         right = classify(ours) == labels
         naive_right = classify(np.stack([naive(photo) for photo in photos])) == labels
-        mnist_cells = f"{'-':>9}{'':>7}"
-        mnist_width = "-"
-        if originals is not None:
+        mnist_cell, difference, mnist_width = "-", "", "-"
+        if originals is not None:  # The fonts group has no MNIST digits.
             mnist_right = classify(originals) == labels
-            mnist_cells = (
-                f"{mnist_right.mean():>9.2%}{100 * (right.mean() - mnist_right.mean()):>+7.2f}"
-            )
+            mnist_cell = f"{mnist_right.mean():.2%}"
+            difference = f"{100 * (right.mean() - mnist_right.mean()):+.2f}"
             mnist_width = width_quartiles(originals)
             totals += [len(labels), mnist_right.sum(), right.sum()]
         what = group.description + (f" ({blank} found blank)" if blank else "")
         print(
-            f"{name:<8}{len(photos):>7}{mnist_cells[:9]}{right.mean():>9.2%}{mnist_cells[9:]}"
+            f"{name:<8}{len(photos):>7}{mnist_cell:>9}{right.mean():>9.2%}{difference:>7}"
             f"{naive_right.mean():>8.1%}{width_quartiles(ours):>17}{mnist_width:>17}  {what}",
             flush=True,
         )
