@@ -856,7 +856,8 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
         signed = _signed_ink(region, paper, background)
         detail = (signed - np.float32(paper_level)) * np.float32(gain)
     removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
-    return np.where(removed > 0, 0, np.maximum(detail, 0)).astype(np.float32)
+    # Not clipped at 0: the paper's noise is measured on it.
+    return np.where(removed > 0, 0, detail).astype(np.float32)
 
 
 def _resized(image, ratio):
@@ -877,7 +878,12 @@ def _cut_strokes(detail):
     Returns:
         uint8 0/255 strokes, cropped to them.
     """
-    inked = detail[detail > 0]
+    # The paper's noise, measured again at this size on the border ring
+    # (paper: the digit's box had a margin): nothing within it is ink.
+    border = _subsample(_border(detail))
+    (paper_level,) = _quantiles(border, (0.5,))
+    floor = paper_level + PAPER_NOISE_SIGMAS * _spread(border)
+    inked = detail[detail > floor]
     if inked.size == 0:
         raise PreprocessingError("blank image: no ink found")
     (peak,) = _quantiles(_subsample(inked), (PEAK_QUANTILE,))
@@ -885,8 +891,9 @@ def _cut_strokes(detail):
     # column by column, many times faster than over a disc.
     window = 2 * round(LOCAL_PEAK_FRACTION * max(detail.shape) / 2) + 1
     local_peak = cv2.dilate(detail, np.ones((window, window), np.uint8))
-    threshold = np.maximum(local_peak * np.float32(0.5), np.float32(MIN_STROKE_FRACTION * peak))
-    strokes = ((detail >= threshold) & (detail > 0)).view(np.uint8)
+    lowest = max(MIN_STROKE_FRACTION * peak, floor)
+    threshold = np.maximum(local_peak * np.float32(0.5), np.float32(lowest))
+    strokes = (detail >= threshold).view(np.uint8)
     # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
     # pixel's neighbours are ink; a hairline one pixel wide stays.
     return _cropped(np.maximum(strokes, cv2.medianBlur(strokes, 3)))
