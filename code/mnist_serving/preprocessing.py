@@ -370,14 +370,16 @@ def to_mnist(image, steps=None):
         specks = cv2.subtract(stretched, ink)
         cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks)
         strokes = _cut_strokes(cropped)
+        relative_width = _relative_width(strokes)
         full_size = max(width, height) * factor
-        if _relative_width(strokes) < THIN_STROKE and full_size > DETAIL_SIZE:
+        if relative_width < THIN_STROKE and full_size > DETAIL_SIZE:
             # A thin pen's line is fainter than its noise once averaged down
             # to DETAIL_SIZE: it is cut again where it is still whole.
             size = min(FINE_DETAIL_SIZE, full_size)
             cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks, size)
             strokes = _cut_strokes(cropped)
-        strokes = _with_mnist_stroke_width(strokes)
+            relative_width = _relative_width(strokes)
+        strokes = _with_mnist_stroke_width(strokes, relative_width)
     record("cropped", cropped)
     record("strokes", strokes)
     fitted = _fit_to_box(strokes)
@@ -904,10 +906,9 @@ def _relative_width(strokes):
     return stroke_width(strokes) / max(strokes.shape)
 
 
-def _with_mnist_stroke_width(strokes):
-    """Strokes widened or narrowed to MNIST's width when they measure
-    outside MNIST's range (THIN_STROKE..THICK_STROKE of the digit's size)."""
-    width = _relative_width(strokes)
+def _with_mnist_stroke_width(strokes, width):
+    """Strokes widened or narrowed to MNIST's width when their `width`
+    (`_relative_width`) is outside MNIST's range, THIN_STROKE..THICK_STROKE."""
     if width < THIN_STROKE:
         return _with_stroke_width(strokes, THIN_STROKE_TARGET)[0]
     if width > THICK_STROKE:
