@@ -119,19 +119,21 @@ MAX_INK_FRACTION = 0.7
 MAIN_PIECE_FRACTION = 0.1
 NEAR_DIGIT_FRACTION = 0.1
 
-# A digit larger than MNIST's box is read again from the full-resolution
-# image (with a margin of this fraction of its size) at DETAIL_SIZE pixels
-# on its longer side: fine enough for its stroke width to be measured and
-# changed, and as MNIST's digits were, area-averaged down to the box.
+# A digit larger than MNIST's box is read again at DETAIL_SIZE pixels on its
+# longer side (with a margin of DETAIL_MARGIN of its size), from the
+# full-resolution image when the working copy has fewer: fine enough for its
+# stroke width to be measured and changed, and, as MNIST's digits were,
+# area-averaged from black and white down to the box. A digit whose strokes
+# measure thinner than THIN_STROKE there is read again at up to
+# FINE_DETAIL_SIZE, where a thin pen's line is still above the noise.
 DETAIL_SIZE = 4 * config.DIGIT_BOX_SIZE
-# A digit whose strokes measure thinner than THIN_STROKE there is read again
-# at up to this size, where a thin pen's line is still whole.
 FINE_DETAIL_SIZE = 4 * DETAIL_SIZE
 DETAIL_MARGIN = 0.05
 
-# A stroke's edge is at half the strongest ink within this fraction of the
-# digit's size, and never below this fraction of the digit's strongest ink
-# (the PEAK_QUANTILE of its ink pixels).
+# A stroke's edge is at half the strongest ink within a square of
+# LOCAL_PEAK_FRACTION of the digit's size, and never below
+# MIN_STROKE_FRACTION of the digit's strongest ink (the PEAK_QUANTILE of its
+# ink pixels), nor within the paper's noise.
 LOCAL_PEAK_FRACTION = 0.25
 MIN_STROKE_FRACTION = 0.25
 PEAK_QUANTILE = 0.98
@@ -139,17 +141,21 @@ PEAK_QUANTILE = 0.98
 # Stroke width (`stroke_width`) relative to the digit's longer side. MNIST's
 # test digits measure 0.093 (10th percentile), 0.127 (median) and 0.18
 # (90th). Strokes outside 0.09..0.18 are brought to the median, or to the
-# 75th percentile (0.15) when narrowing.
+# 75th percentile (0.15) when narrowing; narrowing is tried with the shares
+# NARROWING_SHARES of the way, and given up where it would break a stroke or
+# lose more than LOST_IN_NARROWING of the ink (a thin stroke beside thick
+# ones). The width is matched to STROKE_TOLERANCE pixels.
 THIN_STROKE = 0.09
 THIN_STROKE_TARGET = 0.127
 THICK_STROKE = 0.18
 THICK_STROKE_TARGET = 0.15
 NARROWING_SHARES = (1, 2 / 3, 1 / 3)
 LOST_IN_NARROWING = 0.02
-# Pixels, at DETAIL_SIZE.
 STROKE_TOLERANCE = 0.25
 
-# stroke_width enlarges images up to this size (MNIST's) by this factor.
+# stroke_width enlarges images up to STROKE_SMALL_IMAGE pixels (MNIST's), and
+# thin strokes, STROKE_ENLARGEMENT times, to no more than
+# STROKE_LARGEST_ENLARGED pixels.
 STROKE_SMALL_IMAGE = 64
 STROKE_ENLARGEMENT = 4
 STROKE_LARGEST_ENLARGED = 512
