@@ -834,8 +834,9 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
     the working size's threshold, such as a thin line averaged away, is kept.
 
     Returns:
-        float32 ink strength, 0 on the paper and about 255 on the strongest
-        ink (more where the working size averaged a thin line away).
+        float32 ink strength: about 0 on the paper (its noise either way),
+        about 255 on the strongest ink (more where the working size averaged
+        a thin line away).
     """
     left, top, width, height = box
     margin = max(1, round(DETAIL_MARGIN * max(width, height)))
