@@ -34,7 +34,7 @@ def run_bench(*arguments):
 @pytest.mark.parametrize("pen", [1, 3, 8, 20])
 def test_pen_draws_the_digit_with_a_line_of_its_width(photo_bench, mnist, pen):
     (_, _), (test_images, _) = mnist
-    coverage = photo_bench.pen_coverage(test_images[0], 400, pen, angle=0.0)
+    coverage = photo_bench.pen_coverage(test_images[0], 160, pen, angle=0.0)
     assert preprocessing.stroke_width(coverage * 255) == pytest.approx(pen, rel=0.2, abs=0.3)
 
 
