@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: help venv demo test lint train export serve web classify clean
+.PHONY: help venv demo test lint fonts train export serve web classify clean
 
 help:
 	@echo "make demo      train, export, serve locally and classify test_images/"
@@ -21,6 +21,7 @@ help:
 	@echo "make web       the drawing page and model_server.py (Ctrl-C stops both)"
 	@echo "make classify  code/serving_request.py on test_images/ (needs a server)"
 	@echo "make lint      ruff check and ruff format --check on code/, tests/ and bench/"
+	@echo "make fonts     the handwriting fonts of bench/photo_bench.py (Debian packages, as root)"
 	@echo "make clean     remove .venv, the trained model and its exports"
 
 $(RUNTIME_STAMP): requirements.txt
@@ -40,6 +41,19 @@ test: $(TEST_STAMP)
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check code tests bench
 	$(BIN)/ruff format --check code tests bench
+
+# The Debian packages of bench/handwriting_fonts.txt; apt-get runs only when
+# one of its font files is missing.
+FONT_LIST := bench/handwriting_fonts.txt
+FONT_PACKAGES = $(shell awk '!/^\#/ && NF {print $$1}' $(FONT_LIST) | sort -u)
+FONT_FILES = $(shell awk '!/^\#/ && NF {print $$2}' $(FONT_LIST))
+fonts:
+	@if ls $(FONT_FILES) > /dev/null 2>&1; then \
+		echo "handwriting fonts: installed"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES); \
+	fi
 
 train: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_trainer.py
