@@ -313,19 +313,26 @@ def read_image(
         raise type(error)(f"{path}: {error}") from None
 
 
-def preprocess_file(path: str | Path) -> np.ndarray:
+def preprocess_file(
+    path: str | Path,
+    max_file_bytes: int = config.MAX_FILE_BYTES,
+    max_pixels: int = config.MAX_IMAGE_PIXELS,
+) -> np.ndarray:
     """Reads an image file and returns its digit in MNIST form.
 
     Args:
         path: The image file (any format OpenCV reads).
+        max_file_bytes: The largest file read (see `read_file`).
+        max_pixels: The most pixels decoded (see `decode_image`).
 
     Returns:
         uint8 array (28, 28): white digit on black, as in MNIST.
 
     Raises:
+        ImageTooLargeError: The file or the image is over its limit.
         PreprocessingError: The file is unreadable, not an image, or blank.
     """
-    image = read_image(path)
+    image = read_image(path, max_file_bytes, max_pixels)
     try:
         return to_mnist(image)
     except PreprocessingError as error:
