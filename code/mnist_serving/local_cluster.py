@@ -16,7 +16,7 @@ import threading
 HOST = "127.0.0.1"
 # How long the other workers may take to end once the chief has, or once they
 # were asked to stop, before they are killed.
-GRACE_SECONDS = 30
+GRACE_SECONDS = 15
 # Exit status after Ctrl-C, as shells give it.
 INTERRUPTED = 128 + signal.SIGINT
 
