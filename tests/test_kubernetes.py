@@ -82,9 +82,9 @@ def test_every_manifest_has_a_known_kind_and_api_version():
     }
 
 
-def test_the_kustomization_lists_every_manifest():
+def test_the_kustomization_lists_every_serving_manifest():
     kustomization = yaml.safe_load((DEPLOY_DIR / "kustomization.yaml").read_text())
-    files = {path.name for path in DEPLOY_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    files = {path.name for path in DEPLOY_DIR.glob("serving-*.yaml")}
     assert sorted(kustomization["resources"]) == sorted(files)
 
 
