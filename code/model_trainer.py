@@ -222,7 +222,7 @@ def train(arguments):
         # Evaluation and saving go on alone, outside the strategy.
         classifier = distributed.local_copy(classifier)
         if not cluster.is_chief:
-            distributed.discard_model(classifier, training.save_model)
+            distributed.discard_model(classifier)
             distributed.wait_for_everyone(cluster)
             print(f"Worker {cluster.worker_index} done; the chief wrote the model")
             return

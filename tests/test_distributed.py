@@ -323,8 +323,9 @@ def test_ctrl_c_stops_every_worker_and_writes_nothing(tmp_path):
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
     try:
+        # Both workers have joined the cluster and built the model.
         for line in launcher.stdout:
-            if line.startswith("[worker 0]") and " - loss: " in line:
+            if line.startswith("[worker 0] Worker 0 of 2 (chief)"):
                 break
         launcher.send_signal(signal.SIGINT)
         _, stderr = launcher.communicate(timeout=120)

@@ -205,6 +205,7 @@ def start(cluster: Cluster, worker_timeout: float, startup_timeout: float):
         cluster,
         timeout=f"not all {cluster.workers} workers came up within {startup_timeout:g} s "
         "(--startup-timeout)",
+        consequence="the training did not start",
     ):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -276,6 +277,7 @@ def fit(
     with worker_errors(
         cluster,
         timeout=f"another worker did not answer within {worker_timeout:g} s (--worker-timeout)",
+        consequence="the training stopped",
     ):
         iterator = iter(dataset)
         callbacks.on_train_begin()
@@ -325,40 +327,53 @@ def local_copy(model):
     return copy
 
 
-def discard_model(model, save) -> None:
+def discard_model(model) -> None:
     """What the other workers do with the trained model: save it, then remove it.
 
     TensorFlow's documented pattern: every worker saves, the others to a
     temporary folder that they remove, so that only the chief writes into the
     project.
     """
+    from mnist_serving import training
+
     with tempfile.TemporaryDirectory(prefix="mnist_serving-worker-") as folder:
-        save(model, Path(folder) / "cnnModel.h5")
+        training.save_model(model, Path(folder) / "cnnModel.h5")
 
 
 def wait_for_everyone(cluster: Cluster) -> None:
     """All workers meet here once the chief has written everything.
 
     The other workers wait for the chief, so that they stay in the cluster (and
-    keep sending heartbeats) until it is done, then all end together.
+    keep sending heartbeats) until it is done, then all end together. The
+    chief's files are complete by then: if another worker is gone, the chief
+    says so on stderr and ends well.
 
     Raises:
-        WorkerError: A worker died before the end.
+        WorkerError: On the other workers, when the chief died before the end.
     """
     from tensorflow.python.eager import context
 
-    with worker_errors(
-        cluster, timeout=f"the chief did not finish within {CHIEF_FINISH_TIMEOUT_SECONDS} s"
-    ):
-        context.context().wait_at_barrier(FINISHED_BARRIER, CHIEF_FINISH_TIMEOUT_SECONDS * 1000)
+    try:
+        with worker_errors(
+            cluster,
+            timeout=f"the chief did not finish within {CHIEF_FINISH_TIMEOUT_SECONDS} s",
+            consequence="the workers did not end together",
+        ):
+            context.context().wait_at_barrier(FINISHED_BARRIER, CHIEF_FINISH_TIMEOUT_SECONDS * 1000)
+    except WorkerError as error:
+        if not cluster.is_chief:
+            raise
+        print(f"warning: {error} (the model and its metrics were written)", file=sys.stderr)
 
 
 @contextlib.contextmanager
-def worker_errors(cluster: Cluster, timeout: str):
+def worker_errors(cluster: Cluster, timeout: str, consequence: str):
     """Turns TensorFlow's errors about other workers into one clear `WorkerError`.
 
     Args:
         timeout: What a DEADLINE_EXCEEDED means where this is used.
+        consequence: What a lost worker means there, after "... stopped or
+            cannot be reached; ".
     """
     import tensorflow as tf
 
@@ -373,7 +388,7 @@ def worker_errors(cluster: Cluster, timeout: str):
             if f"/job:{job}/replica:0/task:{index}" != cluster.name
         ]
         who = tasks[0] if tasks else "another worker"
-        raise WorkerError(f"{who} stopped or cannot be reached; the training stopped") from None
+        raise WorkerError(f"{who} stopped or cannot be reached; {consequence}") from None
 
 
 @contextlib.contextmanager
