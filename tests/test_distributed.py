@@ -9,12 +9,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import run_script
+from conftest import run_script, script_command
 from server_fixtures import ServerProcess
 
 from mnist_serving import config, distributed, local_cluster, training
@@ -72,7 +71,7 @@ def test_a_tf_config_this_trainer_cannot_run_in_is_a_cluster_error(text, message
 def test_the_trainer_says_what_is_wrong_with_tf_config_in_one_line(tmp_path):
     environment = dict(os.environ, TF_CONFIG='{"cluster": {"worker": ["a:1", "b:1"]}')
     result = subprocess.run(
-        [sys.executable, str(config.CODE_DIR / "model_trainer.py"), "--output", tmp_path / "m.h5"],
+        script_command("model_trainer.py", "--output", tmp_path / "m.h5"),
         capture_output=True,
         text=True,
         env=environment,
@@ -133,17 +132,16 @@ def two_workers(tmp_path_factory):
     temporary.mkdir()
     output = folder / "out"
     result = subprocess.run(
-        [
-            sys.executable,
-            str(config.CODE_DIR / "train_workers.py"),
+        script_command(
+            "train_workers.py",
             "--workers",
-            "2",
-            *map(str, TWO_WORKER_TRAINING),
+            2,
+            *TWO_WORKER_TRAINING,
             "--output",
-            str(output / "cnnModel.h5"),
+            output / "cnnModel.h5",
             "--figures",
-            str(output / "figures"),
-        ],
+            output / "figures",
+        ),
         capture_output=True,
         text=True,
         timeout=900,
@@ -218,7 +216,7 @@ class Worker:
 
     def __init__(self, addresses, index, *arguments):
         self.process = subprocess.Popen(
-            [sys.executable, str(config.CODE_DIR / "model_trainer.py"), *map(str, arguments)],
+            script_command("model_trainer.py", *arguments),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -304,19 +302,9 @@ def test_a_worker_that_never_comes_up_stops_the_chief_after_the_startup_timeout(
 def test_ctrl_c_stops_every_worker_and_writes_nothing(tmp_path):
     output = tmp_path / "cnnModel.h5"
     launcher = subprocess.Popen(
-        [
-            sys.executable,
-            str(config.CODE_DIR / "train_workers.py"),
-            "--workers",
-            "2",
-            "--epochs",
-            "1000",
-            "--limit",
-            "400",
-            "--no-figures",
-            "--output",
-            str(output),
-        ],
+        script_command(
+            "train_workers.py", "--workers", 2, "--limit", 400, "--no-figures", "--output", output
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

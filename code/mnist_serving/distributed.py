@@ -183,13 +183,12 @@ def start(cluster: Cluster, worker_timeout: float, startup_timeout: float):
     from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
     from tensorflow.python.eager import context
 
-    milliseconds = int(worker_timeout * 1000)
     # The strategy configures the same service with TensorFlow's defaults (10 s
     # heartbeats, no registration deadline) unless it is configured already.
     context.context().configure_coordination_service(
         service_type="standalone",
         service_leader=cluster.leader,
-        heartbeat_timeout_in_ms=milliseconds,
+        heartbeat_timeout_in_ms=int(worker_timeout * 1000),
         cluster_register_timeout_in_ms=int(startup_timeout * 1000),
         coordinated_jobs=[
             coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(addresses))
