@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: help venv demo test lint train export serve classify clean
+.PHONY: help venv demo test lint train export serve web classify clean
 
 help:
 	@echo "make demo      train, export, serve locally and classify test_images/"
@@ -18,6 +18,7 @@ help:
 	@echo "make train     code/model_trainer.py (5 epochs)"
 	@echo "make export    code/export_model.py (next version of my_digit_classifier/)"
 	@echo "make serve     code/model_server.py in the foreground (Ctrl-C stops it)"
+	@echo "make web       the drawing page and model_server.py (Ctrl-C stops both)"
 	@echo "make classify  code/serving_request.py on test_images/ (needs a server)"
 	@echo "make lint      ruff check and ruff format --check on code/, tests/ and bench/"
 	@echo "make clean     remove .venv, the trained model and its exports"
@@ -48,6 +49,11 @@ export: $(RUNTIME_STAMP)
 
 serve: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_server.py
+
+# The drawing page (web/) on http://localhost:8000/ with model_server.py
+# (CORS on) on 8501; code/web_demo.py --help for other ports or a Docker server.
+web: $(RUNTIME_STAMP)
+	$(BIN)/python code/web_demo.py
 
 classify: $(RUNTIME_STAMP)
 	cd code && ../$(BIN)/python serving_request.py -i ../test_images
