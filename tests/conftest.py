@@ -39,10 +39,15 @@ def export_base(tmp_path_factory, untrained_model, mnist):
     return base
 
 
+def script_command(script, *arguments):
+    """The command line of one of the project's scripts in `code/`."""
+    return [sys.executable, str(config.CODE_DIR / script), *map(str, arguments)]
+
+
 def run_script(script, *arguments, timeout=600, cwd=None):
     """Runs one of the project's scripts in `code/` as a user would; returns the result."""
     return subprocess.run(
-        [sys.executable, str(config.CODE_DIR / script), *map(str, arguments)],
+        script_command(script, *arguments),
         capture_output=True,
         text=True,
         timeout=timeout,
