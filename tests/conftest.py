@@ -9,6 +9,15 @@ import pytest
 from mnist_serving import config, data, export, model
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--web-figure",
+        metavar="PNG",
+        help="save the drawing page, as the full model answered it, to this file "
+        "(figures/web_page.png; tests/test_web_page.py)",
+    )
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """MNIST from the project's offline copy: ((x_train, y_train), (x_test, y_test))."""
