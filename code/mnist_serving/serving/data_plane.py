@@ -173,7 +173,7 @@ class DataPlane:
         """Counts one request as TF Serving does: every status, and the latency of OK ones.
 
         Names of models the server does not serve are all counted under
-        `UNKNOWN_MODEL_LABEL` (TF Serving keeps each name a client sends).
+        `UNKNOWN_MODEL_LABEL`, a bounded set of labels whatever clients send.
         """
         if not self.manager.serves(model_name):
             model_name = UNKNOWN_MODEL_LABEL

@@ -24,7 +24,7 @@ DEFAULT_MAX_QUEUED_REQUESTS = 128
 # The limits TF Serving does not have (see Instructions.md, "Limits of the
 # server"). This project's CNN takes about 250 KB per image while it computes,
 # on top of 0.8 GB for TensorFlow and the model: 2,048 images in flight keep
-# the server near 1.5 GB at worst.
+# the server near 1.3 GB (bench/server_limits_bench.py), under 2 GB.
 DEFAULT_MAX_IMAGES_PER_REQUEST = 2048
 DEFAULT_MAX_IMAGES_IN_FLIGHT = 2048
 # 16 Mi pixels is a 4096x4096 image or a 12-megapixel photo; 2,048 MNIST
