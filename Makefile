@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 
-.PHONY: help venv demo test lint train export serve classify clean
+.PHONY: help venv demo test lint fonts train export serve web classify clean
 
 help:
 	@echo "make demo      train, export, serve locally and classify test_images/"
@@ -19,8 +19,10 @@ help:
 	@echo "make train     code/model_trainer.py (5 epochs)"
 	@echo "make export    code/export_model.py (next version of my_digit_classifier/)"
 	@echo "make serve     code/model_server.py in the foreground (Ctrl-C stops it)"
+	@echo "make web       the drawing page and model_server.py (Ctrl-C stops both)"
 	@echo "make classify  code/serving_request.py on test_images/ (needs a server)"
 	@echo "make lint      ruff check and ruff format --check on code/, tests/ and bench/"
+	@echo "make fonts     the handwriting fonts of bench/photo_bench.py (Debian packages, as root)"
 	@echo "make clean     remove .venv, the trained model and its exports"
 
 $(RUNTIME_STAMP): requirements.txt
@@ -41,6 +43,19 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check code tests bench
 	$(BIN)/ruff format --check code tests bench
 
+# The Debian packages of bench/handwriting_fonts.txt; apt-get runs only when
+# one of its font files is missing.
+FONT_LIST := bench/handwriting_fonts.txt
+FONT_PACKAGES = $(shell awk '!/^\#/ && NF {print $$1}' $(FONT_LIST) | sort -u)
+FONT_FILES = $(shell awk '!/^\#/ && NF {print $$2}' $(FONT_LIST))
+fonts:
+	@if ls $(FONT_FILES) > /dev/null 2>&1; then \
+		echo "handwriting fonts: installed"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES); \
+	fi
+
 train: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_trainer.py
 
@@ -49,6 +64,11 @@ export: $(RUNTIME_STAMP)
 
 serve: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_server.py
+
+# The drawing page (web/) on http://localhost:8000/ with model_server.py
+# (CORS on) on 8501; code/web_demo.py --help for other ports or a Docker server.
+web: $(RUNTIME_STAMP)
+	$(BIN)/python code/web_demo.py
 
 classify: $(RUNTIME_STAMP)
 	cd code && ../$(BIN)/python serving_request.py -i ../test_images

@@ -15,12 +15,12 @@ Typical usage (from code/, with a server running):
 import argparse
 import re
 import sys
-import urllib.parse
 from pathlib import Path
 
 import orjson
 
 from mnist_serving import cli, config
+from mnist_serving.text import one_line, printable
 
 # Exit statuses.
 ALL_CLASSIFIED, SOME_FAILED, USAGE_ERROR = 0, 1, 2
@@ -46,23 +46,6 @@ def positive_float(text):
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got '{text}'")
     return value
-
-
-# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
-_GRPC_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
-
-
-def is_server_address(text, protocol):
-    """Whether `text` is an address of the protocol's kind: a http(s) URL, or host:port."""
-    if protocol == "grpc":
-        match = _GRPC_ADDRESS.fullmatch(text)
-        return match is not None and 0 < int(match.group(2)) <= 65535
-    parts = urllib.parse.urlsplit(text)
-    try:
-        port_is_valid = parts.port is None or parts.port > 0
-    except ValueError:
-        port_is_valid = False
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and port_is_valid
 
 
 def parse_arguments(argv=None):
@@ -162,11 +145,11 @@ def parse_arguments(argv=None):
     arguments = parser.parse_args(argv)
     if arguments.server is None:
         arguments.server = config.DEFAULT_SERVERS[arguments.protocol]
-    elif not is_server_address(arguments.server, arguments.protocol):
-        parser.error(
-            f"argument --server: expected an address such as "
-            f"{config.DEFAULT_SERVERS[arguments.protocol]}, got '{arguments.server}'"
-        )
+    else:
+        try:
+            cli.SERVER_ADDRESS_CHECKS[arguments.protocol](arguments.server)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument --server: {error}")
     return arguments
 
 
@@ -187,23 +170,6 @@ def list_images(path, recursive):
         and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
     ]
     return sorted(files, key=lambda candidate: natural_key(candidate.relative_to(path)))
-
-
-# Control characters, escaped in plain output so that a file name is one line.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text):
-    """`text` as it can be printed: bytes of a file name that are not UTF-8 become U+FFFD.
-
-    On Linux a file name is any bytes; Python keeps those that are not UTF-8
-    as lone surrogates, which no UTF-8 output (nor JSON) can hold.
-    """
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # Surrogates that no file name decodes to.
-        raw = text.encode("utf-8", "replace")
-    return raw.decode("utf-8", "replace")
 
 
 class Report:
@@ -228,8 +194,7 @@ class Report:
             )
 
     def text(self, value):
-        value = printable(value)
-        return value if self.as_json else value.translate(_CONTROL_ESCAPES)
+        return printable(value) if self.as_json else one_line(value)
 
     def name(self, path):
         return self.text(str(path.relative_to(self.root)) if self.root else path.name)

@@ -12,7 +12,6 @@ import sys
 
 import model_server
 import pytest
-import requests
 from server_fixtures import SERVER_SCRIPT, ServerProcess, copy_version, save_half_plus
 
 from mnist_serving import config
@@ -73,6 +72,44 @@ def test_bad_flag_value_is_one_line_error(capsys):
     assert status == 2
     assert len(lines) == 1
     assert "--rest_api_port: invalid int value: 'abc'" in lines[0]
+
+
+def test_limit_flags_say_what_tf_serving_does_instead(capsys):
+    with pytest.raises(SystemExit):
+        model_server.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in (
+        "--max_images_per_request",
+        "--max_images_in_flight",
+        "--max_pixels_per_image",
+        "--max_pixels_per_request",
+        "--rest_api_max_json_values",
+        "--rest_api_max_bytes_in_flight",
+    ):
+        # The flag's entry in the list of options, up to its default.
+        entry = text.rsplit(f"{flag} {flag.lstrip('-').upper()}", 1)[1]
+        assert "model_server.py only" in entry.split("(default: ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--max_images_per_request=0"], "--max_images_per_request must be positive"),
+        (["--max_pixels_per_image=-1"], "--max_pixels_per_image must be positive"),
+        (
+            ["--max_images_per_request=9", "--max_images_in_flight=8"],
+            "--max_images_per_request must not be more than --max_images_in_flight",
+        ),
+        (
+            ["--rest_api_max_request_bytes=2000", "--rest_api_max_bytes_in_flight=1000"],
+            "--rest_api_max_request_bytes must not be more than --rest_api_max_bytes_in_flight",
+        ),
+    ],
+)
+def test_limits_that_cannot_work_are_one_line_errors(capsys, flags, expected):
+    status, lines = run_main(capsys, *flags)
+    assert status == 1
+    assert lines == [f"model_server.py: error: {expected}"]
 
 
 def test_empty_base_path_is_tf_serving_error(capsys):
@@ -242,29 +279,6 @@ def test_missing_base_path_is_logged_and_the_server_still_starts(tmp_path):
         server.wait_for_log(f"Could not find base path {missing} for servable {config.MODEL_NAME}")
         response = server.get(f"/v1/models/{config.MODEL_NAME}")
         assert response.status_code == 404
-
-
-def test_cors_support_adds_tf_servings_three_headers_and_answers_preflight(half_plus, tmp_path):
-    base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
-    with ServerProcess(
-        f"--model_base_path={base}",
-        "--model_name=half_plus_two",
-        "--rest_api_enable_cors_support=true",
-    ) as server:
-        answer = server.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
-        assert answer.headers["Access-Control-Allow-Origin"] == "*"
-        assert answer.headers["Access-Control-Allow-Methods"] == "POST, GET"
-        assert answer.headers["Access-Control-Allow-Headers"] == "Content-Type"
-        preflight = requests.options(
-            server.url + "/v1/models/half_plus_two:predict",
-            headers={"Origin": "https://example.org"},
-            timeout=60,
-        )
-        assert (preflight.status_code, preflight.content) == (200, b"")
-        assert preflight.headers["Access-Control-Allow-Methods"] == "POST, GET"
-        no_origin = requests.options(server.url + "/v1/models/half_plus_two:predict", timeout=60)
-        assert no_origin.status_code == 400
-        assert no_origin.json() == {"error": "Origin header is missing in CORS preflight"}
 
 
 def test_shipped_serving_configs_are_valid():

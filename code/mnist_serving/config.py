@@ -33,6 +33,8 @@ DEFAULT_GRPC_SERVER = f"localhost:{GRPC_PORT}"
 # The client's protocols and the server each one calls by default.
 DEFAULT_SERVERS = {"rest": DEFAULT_SERVER_URL, "grpc": DEFAULT_GRPC_SERVER}
 PROTOCOLS = tuple(DEFAULT_SERVERS)
+# The drawing page (web/) is served on this port by web_demo.py.
+WEB_PAGE_PORT = 8000
 
 # The client's bounds (flags of serving_request.py). An image file larger than
 # MAX_FILE_BYTES is refused unread, an image of more than MAX_IMAGE_PIXELS
@@ -54,3 +56,4 @@ DEFAULT_MODEL_PATH = CODE_DIR / "cnnModel.h5"
 DEFAULT_EXPORT_BASE = PROJECT_DIR / MODEL_NAME
 FIGURES_DIR = PROJECT_DIR / "figures"
 TEST_IMAGES_DIR = PROJECT_DIR / "test_images"
+WEB_DIR = PROJECT_DIR / "web"
