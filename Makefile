@@ -3,8 +3,9 @@
 
 SHELL := /bin/bash
 PYTHON ?= python3
-# The demo's server uses TensorFlow Serving's REST port unless told otherwise.
+# The demo's server uses TensorFlow Serving's REST and gRPC ports unless told otherwise.
 DEMO_PORT ?= 8501
+DEMO_GRPC_PORT ?= 8500
 VENV := .venv
 BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-installed
@@ -73,13 +74,13 @@ classify: $(RUNTIME_STAMP)
 	cd code && ../$(BIN)/python serving_request.py -i ../test_images
 
 # Train, export, start model_server.py in the background, wait until it listens
-# and the model is AVAILABLE, run the original document's commands, and stop
+# and the model is AVAILABLE, run the original document's commands (and one over gRPC), and stop
 # the server whatever happens.
 demo: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_trainer.py
 	$(BIN)/python code/export_model.py
 	@set -euo pipefail; \
-	$(BIN)/python code/model_server.py --rest_api_port=$(DEMO_PORT) & server=$$!; \
+	$(BIN)/python code/model_server.py --rest_api_port=$(DEMO_PORT) --port=$(DEMO_GRPC_PORT) & server=$$!; \
 	trap 'kill -TERM $$server 2>/dev/null; wait $$server 2>/dev/null || true' EXIT; \
 	echo "Waiting for model_server.py (pid $$server) to serve on port $(DEMO_PORT)..."; \
 	until (exec 3<>/dev/tcp/127.0.0.1/$(DEMO_PORT)) 2>/dev/null; do \
@@ -94,7 +95,10 @@ demo: $(RUNTIME_STAMP)
 	echo; echo '$$ python serving_request.py -i ../test_images -d False'; \
 	$$client -i ../test_images -d False; \
 	echo; echo '$$ python serving_request.py -i ../test_images/image_2.png -d True -p True'; \
-	$$client -i ../test_images/image_2.png -d True -p True
+	$$client -i ../test_images/image_2.png -d True -p True; \
+	echo; echo '$$ python serving_request.py -i ../test_images -d False --protocol grpc'; \
+	../$(BIN)/python serving_request.py --protocol grpc --server localhost:$(DEMO_GRPC_PORT) \
+		-i ../test_images -d False
 
 clean:
 	rm -rf $(VENV) code/cnnModel.h5 code/cnnModel.metrics.json

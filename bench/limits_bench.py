@@ -145,8 +145,8 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         folders = write_folders(scratch, test_images[: arguments.digits])
-        base, untrained = ensure_model(arguments.model_base, scratch)
-        process, port = start_server(base, enable_batching=False, batching_file=None)
+        base, untrained = ensure_model(arguments.model_base, scratch, test_images)
+        process, port, _ = start_server(base, enable_batching=False, batching_file=None)
         try:
             rows = []
             for case, folder in folders.items():

@@ -105,7 +105,9 @@ def measure(source, scratch, enabled, bodies, steady):
     base.mkdir(parents=True)
     shutil.copytree(source, base / "1")
     flag = f"--enable_model_warmup={'true' if enabled else 'false'}"
-    process, port = start_server(base, False, None, [flag, "--file_system_poll_wait_seconds=0.2"])
+    process, port, _ = start_server(
+        base, False, None, [flag, "--file_system_poll_wait_seconds=0.2"]
+    )
     url = f"http://127.0.0.1:{port}/v1/models/{config.MODEL_NAME}:predict"
     try:
         with requests.Session() as session:

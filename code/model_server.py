@@ -1,13 +1,14 @@
-"""Serves exported SavedModels over TensorFlow Serving's REST API, without Docker.
+"""Serves exported SavedModels over TensorFlow Serving's REST and gRPC APIs, without Docker.
 
-Speaks the REST API of `tensorflow_model_server` (status, metadata and
-predict under /v1/, the same JSON, errors and status codes) and takes its
-flags, so the same commands and clients work with either server. Versions
-are numeric subfolders of the base path; new ones are picked up while
-serving. Stop with Ctrl+C (SIGINT) or SIGTERM.
+Speaks the APIs of `tensorflow_model_server`: REST (status, metadata and
+predict under /v1/, the same JSON, errors and status codes) and gRPC
+(PredictionService and ModelService, with tensorflow-serving-api's stubs),
+and takes its flags, so the same commands and clients work with either
+server. Versions are numeric subfolders of the base path; new ones are
+picked up while serving. Stop with Ctrl+C (SIGINT) or SIGTERM.
 
 Typical usage:
-    python code/model_server.py --rest_api_port=8501 \\
+    python code/model_server.py --port=8500 --rest_api_port=8501 \\
         --model_name=my_digit_classifier --model_base_path=my_digit_classifier
 """
 
@@ -18,6 +19,7 @@ import sys
 
 from mnist_serving import cli, config
 from mnist_serving.serving.options import (
+    DEFAULT_GRPC_MAX_THREADS,
     DEFAULT_MAX_BYTES_IN_FLIGHT,
     DEFAULT_MAX_IMAGES_IN_FLIGHT,
     DEFAULT_MAX_IMAGES_PER_REQUEST,
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
         prog=PROGRAM,
         description=(
-            "A local server that answers as TensorFlow Serving does (REST API only). "
+            "A local server that answers as TensorFlow Serving does (REST and gRPC APIs). "
             "Flags keep tensorflow_model_server's names; booleans also take =true/=false."
         ),
         formatter_class=cli.HelpFormatter,
@@ -53,8 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=config.GRPC_PORT,
-        help="gRPC port of tensorflow_model_server: accepted for compatibility, "
-        "not served (gRPC is not implemented yet)",
+        help="port of the gRPC API; 0 picks a free port (logged at startup)",
+    )
+    parser.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=DEFAULT_GRPC_MAX_THREADS,
+        help="gRPC calls answered at once; one more gets RESOURCE_EXHAUSTED "
+        "(TF Serving's default: 4 per CPU)",
+    )
+    parser.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated key=value gRPC server arguments, e.g. "
+        "grpc.max_receive_message_length=134217728 (default: none; the largest message "
+        f"read is {DEFAULT_MAX_REQUEST_BYTES} bytes unless given here)",
     )
     parser.add_argument(
         "--rest_api_port",
@@ -65,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rest_api_host",
         default=config.REST_HOST,
-        help="address to listen on; 0.0.0.0 serves other machines too",
+        help="address both APIs listen on; 0.0.0.0 serves other machines too",
     )
     parser.add_argument(
         "--model_name",
@@ -223,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="also log one line per HTTP request: method, path, status, milliseconds",
+        help="also log one line per request: HTTP method, path, status, milliseconds; "
+        "gRPC method, status, milliseconds",
     )
     return parser
 
@@ -248,9 +264,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnist_serving.serving import server
 
-    given = sys.argv[1:] if argv is None else argv
-    if any(argument == "--port" or argument.startswith("--port=") for argument in given):
-        logger.warning("gRPC is not served by %s; --port=%d is ignored", PROGRAM, args.port)
     try:
         server.run(options)
     except server.StartupError as error:

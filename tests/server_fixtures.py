@@ -24,6 +24,7 @@ from mnist_serving import config
 
 SERVER_SCRIPT = config.CODE_DIR / "model_server.py"
 READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
+GRPC_LINE = re.compile(r"Running gRPC ModelServer at ([^ ]+):(\d+) ")
 STARTUP_SECONDS = 120
 
 
@@ -90,6 +91,36 @@ def save_kitchen(path):
             "flags": module.flags,
         },
     )
+    return Path(path)
+
+
+def save_example_shaped(path):
+    """Signatures shaped as TF Serving's Classify and Regress APIs want them.
+
+    - `serving_default` and `classify`: `inputs` string [-1] -> `scores` float32 [-1, 2].
+    - `regress`: `inputs` string [-1] -> `outputs` float32 [-1].
+
+    Their input takes serialized tf.Examples, which model_server.py does not
+    run: it checks such a signature as TF Serving does, then answers UNIMPLEMENTED.
+    """
+    import tensorflow as tf
+
+    class Shaped(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": tf.zeros([tf.size(inputs), 2])}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": tf.zeros([tf.size(inputs)])}
+
+    module = Shaped()
+    signatures = {
+        "serving_default": module.classify,
+        "classify": module.classify,
+        "regress": module.regress,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
     return Path(path)
 
 
@@ -178,10 +209,10 @@ def copy_version(source, base, version):
 
 
 class ServerProcess:
-    """`python code/model_server.py ...` on a free 127.0.0.1 port."""
+    """`python code/model_server.py ...` on free 127.0.0.1 ports (REST and gRPC)."""
 
     def __init__(self, *arguments, wait=True):
-        self.arguments = ["--rest_api_port=0", *map(str, arguments)]
+        self.arguments = ["--rest_api_port=0", "--port=0", *map(str, arguments)]
         environment = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
             [sys.executable, str(SERVER_SCRIPT), *self.arguments],
@@ -192,6 +223,7 @@ class ServerProcess:
         )
         self.lines = []
         self.port = None
+        self.grpc_port = None
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -201,6 +233,9 @@ class ServerProcess:
     def _read(self):
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
+            grpc_match = GRPC_LINE.search(line)
+            if grpc_match:
+                self.grpc_port = int(grpc_match.group(2))
             match = READY_LINE.search(line)
             if match:
                 self.port = int(match.group(2))
@@ -223,6 +258,11 @@ class ServerProcess:
     def url(self):
         """http://127.0.0.1:<port>"""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def grpc_target(self):
+        """127.0.0.1:<gRPC port>"""
+        return f"127.0.0.1:{self.grpc_port}"
 
     def get(self, path, **keywords):
         return requests.get(self.url + path, timeout=60, **keywords)

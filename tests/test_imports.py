@@ -64,13 +64,20 @@ def test_a_started_server_imported_neither_the_figures_nor_the_client(tmp_path):
         "import model_server\n"
         "from mnist_serving.serving import options, server\n"
         f"args = model_server.build_parser().parse_args(['--model_base_path={base}', "
-        "'--rest_api_port=0'])\n"
+        "'--rest_api_port=0', '--port=0'])\n"
         "async def start_and_stop():\n"
         "    model_server_ = server.ModelServer(options.options_from_flags(args))\n"
         "    await model_server_.start()\n"
         "    await model_server_.close()\n"
         "asyncio.run(start_and_stop())"
     )
-    assert "mnist_serving.serving.rest" in modules
-    unused = {"mnist_serving.figures", "mnist_serving.client", "mnist_serving.preprocessing"}
+    assert {"mnist_serving.serving.rest", "mnist_serving.serving.grpc_transport"} <= modules
+    unused = {
+        "mnist_serving.figures",
+        "mnist_serving.client",
+        "mnist_serving.client_rest",
+        "mnist_serving.client_grpc",
+        "mnist_serving.tf_serving_api",
+        "mnist_serving.preprocessing",
+    }
     assert not unused & modules

@@ -1,4 +1,4 @@
-"""The data plane: what every transport (REST today, gRPC next) calls into.
+"""The data plane: what every transport (REST and gRPC) calls into.
 
 It owns the model manager (versions, labels, status), the batching scheduler,
 the pool of worker threads that runs TensorFlow, and the metrics. Transports
@@ -35,6 +35,7 @@ from mnist_serving.serving.errors import ServingError
 from mnist_serving.serving.loaded_version import LoadedVersion
 from mnist_serving.serving.manager import ModelManager
 from mnist_serving.serving.metrics import Metrics
+from mnist_serving.serving.model_config import ModelConfig
 from mnist_serving.serving.options import ServerOptions
 
 LOGGER = logging.getLogger("model_server")
@@ -126,15 +127,35 @@ class DataPlane:
         self.workers = WorkerPool(
             options.rest_api_num_threads, options.rest_api_max_queued_requests
         )
+        self._update_lock = asyncio.Lock()
         self.in_flight = limits.ImagesInFlight(options.max_images_in_flight)
 
     def _version_changed(self, model_name: str, version: int, state: str) -> None:
         if self.scheduler is not None and state == "END":
             self.scheduler.forget_version(model_name, version)
 
-    async def infer(self, work: Callable[[], Result]) -> Result:
-        """Runs `work()` (parse, `run`, encode) on a worker within `--rest_api_timeout_in_ms`."""
-        return await self.workers.run(work, self.options.timeout_seconds)
+    async def infer(self, work: Callable[[], Result], deadline: float | None = None) -> Result:
+        """Runs `work()` (parse, `run`, encode) on a worker within `--rest_api_timeout_in_ms`.
+
+        `deadline`: the seconds the client gives the request (a gRPC deadline),
+        when shorter than the server's limit.
+        """
+        timeout = self.options.timeout_seconds
+        if deadline is not None:
+            timeout = deadline if timeout is None else min(timeout, deadline)
+        return await self.workers.run(work, timeout)
+
+    async def update_models(self, models: list[ModelConfig]) -> None:
+        """Replaces the served models (a config file re-read, a gRPC reload), one update at a time.
+
+        Returns once new models are loaded; the labels are checked first.
+
+        Raises:
+            ServingError: A label TF Serving would refuse; nothing changes then.
+        """
+        async with self._update_lock:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.manager.update_models, models)
 
     def resolve(self, model_name: str, version: int | None, label: str | None) -> LoadedVersion:
         """The loaded version a request addresses (404/400 with TF Serving's messages)."""

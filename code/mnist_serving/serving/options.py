@@ -18,9 +18,14 @@ from mnist_serving.serving.metrics import read_monitoring_config
 from mnist_serving.serving.model_config import ModelConfig, read_model_config_file
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
-# TF Serving's --rest_api_num_threads default: 4 per CPU.
+# TF Serving's --rest_api_num_threads and --grpc_max_threads defaults: 4 per CPU.
 DEFAULT_REST_API_NUM_THREADS = 4 * (os.cpu_count() or 1)
+DEFAULT_GRPC_MAX_THREADS = 4 * (os.cpu_count() or 1)
 DEFAULT_MAX_QUEUED_REQUESTS = 128
+# gRPC's channel argument for the largest message the server reads. TF Serving
+# sets it to INT32_MAX; model_server.py bounds it as it bounds REST bodies.
+MAX_RECEIVE_MESSAGE_LENGTH = "grpc.max_receive_message_length"
+INT32_MAX = 2**31 - 1
 # The limits TF Serving does not have (see Instructions.md, "Limits of the
 # server"). This project's CNN takes about 250 KB per image while it computes,
 # on top of 0.8 GB for TensorFlow and the model: 2,048 images in flight keep
@@ -44,8 +49,12 @@ class ServerOptions:
     """The server's settings, named after tensorflow_model_server's flags."""
 
     models: tuple[ModelConfig, ...]
-    rest_api_host: str = config.REST_HOST
+    rest_api_host: str = config.REST_HOST  # Both ports listen here.
     rest_api_port: int = config.REST_PORT
+    port: int = config.GRPC_PORT  # gRPC.
+    grpc_max_threads: int = DEFAULT_GRPC_MAX_THREADS
+    # `--grpc_channel_arguments`, parsed: (key, int or string value) pairs.
+    grpc_channel_arguments: tuple[tuple[str, int | str], ...] = ()
     model_config_file: str | None = None
     model_config_file_poll_wait_seconds: float = 0.0
     file_system_poll_wait_seconds: float = 1.0
@@ -76,6 +85,14 @@ class ServerOptions:
         return timeout / 1000.0 if timeout > 0 else None
 
     @property
+    def grpc_max_receive_bytes(self) -> int:
+        """The largest gRPC message read: `grpc.max_receive_message_length`, or the REST bound."""
+        value = dict(self.grpc_channel_arguments).get(MAX_RECEIVE_MESSAGE_LENGTH)
+        if isinstance(value, int):
+            return INT32_MAX if value < 0 else value
+        return DEFAULT_MAX_REQUEST_BYTES
+
+    @property
     def warmup_iterations(self) -> int:
         """Replays of each warm-up record when a version loads (0: warm-up off)."""
         return self.num_request_iterations_for_warmup if self.enable_model_warmup else 0
@@ -88,13 +105,20 @@ def options_from_flags(args: argparse.Namespace) -> ServerOptions:
         ConfigError: Any problem with the flags or the files they point at,
             with TF Serving's message where it has one.
     """
-    if not 0 <= args.rest_api_port <= 65535:
-        raise ConfigError(f"--rest_api_port must be between 0 and 65535, got {args.rest_api_port}")
+    for flag in ("rest_api_port", "port"):
+        if not 0 <= getattr(args, flag) <= 65535:
+            raise ConfigError(f"--{flag} must be between 0 and 65535, got {getattr(args, flag)}")
+    if args.port == args.rest_api_port != 0:
+        raise ConfigError(
+            f"server_options.http_port cannot be same as grpc_port ({args.port}). "
+            "Please use a different port for HTTP/REST API."
+        )
     for flag in (
         "rest_api_max_request_bytes",
         "rest_api_num_threads",
         "rest_api_max_bytes_in_flight",
         "rest_api_max_json_values",
+        "grpc_max_threads",
         "max_images_per_request",
         "max_images_in_flight",
         "max_pixels_per_image",
@@ -140,6 +164,9 @@ def options_from_flags(args: argparse.Namespace) -> ServerOptions:
         models=tuple(models),
         rest_api_host=args.rest_api_host,
         rest_api_port=args.rest_api_port,
+        port=args.port,
+        grpc_max_threads=args.grpc_max_threads,
+        grpc_channel_arguments=parse_grpc_channel_arguments(args.grpc_channel_arguments),
         model_config_file=args.model_config_file,
         model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
@@ -163,3 +190,28 @@ def options_from_flags(args: argparse.Namespace) -> ServerOptions:
         allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
         verbose=args.verbose,
     )
+
+
+def parse_grpc_channel_arguments(text: str | None) -> tuple[tuple[str, int | str], ...]:
+    """`--grpc_channel_arguments`: `key=value,key=value` as TF Serving reads it.
+
+    A value that reads as a 32-bit integer is passed as one, any other as a
+    string (gRPC ignores, with a log line, the keys it does not know).
+
+    Raises:
+        ConfigError: An item that is not `key=value`.
+    """
+    arguments = []
+    for item in text.split(",") if text else []:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise ConfigError(f"--grpc_channel_arguments: expected key=value, got '{item}'")
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+        if number is not None and -(2**31) <= number <= INT32_MAX:
+            arguments.append((key.strip(), number))
+        else:
+            arguments.append((key.strip(), value))
+    return tuple(arguments)
