@@ -37,3 +37,12 @@ DEFAULT_MODEL_PATH = CODE_DIR / "cnnModel.h5"
 DEFAULT_EXPORT_BASE = PROJECT_DIR / MODEL_NAME
 FIGURES_DIR = PROJECT_DIR / "figures"
 TEST_IMAGES_DIR = PROJECT_DIR / "test_images"
+
+
+def metrics_path(model_path: Path) -> Path:
+    """The metrics file that goes with a model file: cnnModel.h5 -> cnnModel.metrics.json.
+
+    The trainer writes it; the exporter reads the model's temperature from it.
+    """
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".metrics.json")

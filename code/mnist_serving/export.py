@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from mnist_serving import config, data, savedmodel
+from mnist_serving import calibration, config, data, savedmodel
 
 
 class ExportError(Exception):
@@ -45,14 +45,24 @@ def load_keras_model(path):
         raise ExportError(f"{path} is not a readable Keras model: {reason}") from None
 
 
-def build_archive(model):
+def calibrated_probabilities(probabilities, temperature):
+    """`softmax(log(probabilities) / temperature)` in TensorFlow.
+
+    The same formula as `calibration.apply_temperature`, for the export.
+    """
+    floor = tf.constant(calibration.PROBABILITY_FLOOR, probabilities.dtype)
+    return tf.nn.softmax(tf.math.log(tf.maximum(probabilities, floor)) / temperature)
+
+
+def build_archive(model, temperature=1.0):
     """Wraps `model` in an ExportArchive with the two serving signatures.
 
     `serving_default` takes float32 images (N, 28, 28, 1) in 0..1, white on
     black, under the name `image`. `predict_png` takes the same images as PNG
     files (`{"b64": ...}` in JSON): a 28x28 grey PNG is about 300 bytes where
     the same image as a JSON list of floats is about 9 KB. Both return
-    `probabilities` (N, 10) and `digit` (N,).
+    `probabilities` (N, 10), calibrated with `temperature` (see
+    `calibration`), and `digit` (N,), their argmax.
     """
     # No `archive.track(model)`: the endpoints capture the model's variables
     # themselves, and tracking the model as well would store every weight
@@ -61,7 +71,7 @@ def build_archive(model):
     archive = keras.export.ExportArchive()
 
     def outputs(images):
-        probabilities = model(images, training=False)
+        probabilities = calibrated_probabilities(model(images, training=False), temperature)
         digits = tf.argmax(probabilities, axis=1, output_type=tf.int64)
         return {config.PROBABILITIES_OUTPUT: probabilities, config.DIGIT_OUTPUT: digits}
 
@@ -137,11 +147,12 @@ def _tensor_specs(tensors):
     }
 
 
-def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
+def check_export(saved_model_dir, model, images, batch_sizes=(1, 32), temperature=1.0):
     """Reloads an export and checks it against the Keras model it came from.
 
     Checks the signatures' names, dtypes and shapes, then compares both
-    signatures with `model` on `images` (uint8, N x 28 x 28) at each batch size.
+    signatures with `model`'s probabilities calibrated with `temperature`, on
+    `images` (uint8, N x 28 x 28) at each batch size.
 
     Raises:
         ExportError: A signature is missing or differs from the Keras model.
@@ -173,7 +184,9 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
     for batch_size in batch_sizes:
         batch = np.asarray(images[:batch_size])
         floats = data.to_model_input(batch)
-        expected = model.predict(floats, batch_size=batch_size, verbose=0)
+        expected = calibration.apply_temperature(
+            model.predict(floats, batch_size=batch_size, verbose=0), temperature
+        )
         # TensorFlow's own PNG encoder: the signature must read any valid PNG.
         pngs = tf.stack([tf.io.encode_png(image[..., np.newaxis]) for image in batch])
         results = {
@@ -189,13 +202,16 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32)):
             digits = result[config.DIGIT_OUTPUT].numpy()
             if not np.allclose(probabilities, expected, rtol=1e-4, atol=1e-6):
                 raise ExportError(
-                    f"signature '{name}' differs from the Keras model at batch size {batch_size}"
+                    f"signature '{name}' differs from the Keras model at batch size {batch_size} "
+                    f"(temperature {temperature})"
                 )
             if not np.array_equal(digits, probabilities.argmax(axis=1)):
                 raise ExportError(f"signature '{name}' returns digits that are not the argmax")
 
 
-def export_model(model, export_base, version=None, overwrite=False, check_images=None):
+def export_model(
+    model, export_base, version=None, overwrite=False, check_images=None, temperature=1.0
+):
     """Exports `model` as `export_base/<version>/`, complete or not at all.
 
     Args:
@@ -205,6 +221,8 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
         overwrite: Replace an existing version instead of refusing.
         check_images: uint8 images (N x 28 x 28) to compare the export with
             the Keras model on before it is published; None skips the check.
+        temperature: The calibration temperature (> 0) both signatures apply
+            to the model's probabilities; 1 leaves them as they are.
 
     Returns:
         `(version, path)` of the published export.
@@ -213,6 +231,10 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
         ExportError: Bad version, existing version, unwritable base path, or a
             failed check. Nothing under `export_base` is changed then.
     """
+    try:
+        temperature = calibration.check_temperature(temperature)
+    except calibration.CalibrationError as error:
+        raise ExportError(str(error)) from None
     export_base = Path(export_base)
     version = next_version(export_base) if version is None else int(version)
     if version <= 0:
@@ -226,9 +248,9 @@ def export_model(model, export_base, version=None, overwrite=False, check_images
     except OSError as error:
         raise ExportError(f"cannot write under {export_base}: {error.strerror}") from None
     try:
-        build_archive(model).write_out(str(staging), verbose=False)
+        build_archive(model, temperature).write_out(str(staging), verbose=False)
         if check_images is not None:
-            check_export(staging, model, check_images)
+            check_export(staging, model, check_images, temperature=temperature)
         if target.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=export_base))
             target.rename(retired / "old")
