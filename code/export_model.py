@@ -65,8 +65,11 @@ def parse_arguments(argv=None):
         "as the model gives them (default: the one in the metrics JSON beside --model)",
     )
     arguments = parser.parse_args(argv)
-    if arguments.temperature is not None and not 0 < arguments.temperature < float("inf"):
-        parser.error(f"--temperature must be a number above 0, got {arguments.temperature}")
+    if arguments.temperature is not None:
+        try:
+            calibration.check_temperature(arguments.temperature)
+        except calibration.CalibrationError as error:
+            parser.error(f"--{error}")
     if arguments.version is not None and arguments.version <= 0:
         parser.error(f"--version must be a positive integer, got {arguments.version}")
     if (

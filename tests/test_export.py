@@ -300,7 +300,7 @@ def test_an_unwritable_export_base_is_one_clear_line(tmp_path, trained_model_fil
 def test_a_temperature_of_zero_is_a_usage_error():
     result = run_script("export_model.py", "--temperature", 0)
     assert result.returncode == 2
-    assert "--temperature must be a number above 0, got 0.0" in result.stderr
+    assert "--temperature must be a finite number above 0, got 0.0" in result.stderr
 
 
 def test_version_zero_is_a_usage_error():

@@ -157,13 +157,23 @@ def plot_calibration(path, labels, as_trained, temperature):
         reliability_axis.set_ylim(0, 1)
         reliability_axis.set_ylabel("accuracy")
         reliability_axis.set_title(f"{title}: ECE {error:.2%} ({bins} bins)")
-        reliability_axis.legend(loc="upper left", fontsize=8)
         count_axis.bar(edges[:-1], binned["count"], width=1 / bins, align="edge", color="grey")
         count_axis.set_yscale("log")
         count_axis.set_ylim(0.8, len(labels) * 2)
         count_axis.set_xlabel("confidence (highest probability)")
         count_axis.set_ylabel("predictions")
-    figure.suptitle(f"Test set ({len(labels)} images): is the model right as often as it says?")
+    # One legend for both panels, above them, where no bar can hide it.
+    figure.legend(
+        *axes[0, 0].get_legend_handles_labels(),
+        loc="upper center",
+        ncol=3,
+        fontsize=9,
+        bbox_to_anchor=(0.5, 0.95),
+    )
+    figure.suptitle(
+        f"Test set ({len(labels)} images): is the model right as often as it says?", y=1.0
+    )
+    figure.subplots_adjust(top=0.84)
     return _save(figure, path)
 
 
