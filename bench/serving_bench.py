@@ -85,8 +85,11 @@ def parse_arguments(argv=None):
     return parser.parse_args(argv)
 
 
-def ensure_model(base_path, scratch):
-    """A base path with at least one version; exports an untrained CNN if needed."""
+def ensure_model(base_path, scratch, images):
+    """A base path with at least one version; exports an untrained CNN if needed.
+
+    The untrained export has warm-up requests of `images`, as export_model.py writes.
+    """
     if savedmodel.version_numbers(base_path):
         return base_path, False
     import keras
@@ -95,17 +98,19 @@ def ensure_model(base_path, scratch):
 
     keras.utils.set_random_seed(0)
     target = Path(scratch) / config.MODEL_NAME
-    export.export_model(model.build_model(), target, version=1)
+    export.export_model(model.build_model(), target, version=1, warmup_images=images[:8])
     return target, True
 
 
-def start_server(base_path, enable_batching, batching_file):
+def start_server(base_path, enable_batching, batching_file, extra_flags=()):
+    """Starts model_server.py on a free port; returns (process, port) once it serves."""
     command = [
         sys.executable,
         str(PROJECT_DIR / "code" / "model_server.py"),
         "--rest_api_port=0",
         f"--model_base_path={base_path}",
         f"--model_name={config.MODEL_NAME}",
+        *extra_flags,
     ]
     if enable_batching:
         command.append("--enable_batching")
@@ -233,7 +238,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     images = data.load_mnist()[1][0]
     with tempfile.TemporaryDirectory(prefix="serving_bench-") as scratch:
-        base_path, exported = ensure_model(arguments.model_base_path, scratch)
+        base_path, exported = ensure_model(arguments.model_base_path, scratch, images)
         version = savedmodel.version_numbers(base_path)[-1]
         if exported:
             print(

@@ -2,8 +2,10 @@
 
 Writes `my_digit_classifier/<version>/` (`saved_model.pb` and `variables/`)
 with two signatures: `serving_default` (float32 images) and `predict_png`
-(PNG bytes). Both return probabilities calibrated with the temperature the
-trainer fitted and recorded in `cnnModel.metrics.json` beside the model. The
+(PNG bytes), and `assets.extra/tf_serving_warmup_requests`: requests of real
+test digits that TensorFlow Serving replays before the version serves. Both
+signatures return probabilities calibrated with the temperature the trainer
+fitted and recorded in `cnnModel.metrics.json` beside the model. The
 version appears complete or not at all, and only after the export has been
 reloaded and compared with the Keras model.
 
@@ -22,6 +24,8 @@ from mnist_serving import calibration, cli, config
 
 # Test digits the export is compared on, at two batch sizes.
 CHECK_IMAGES = 32
+# Test digits in the warm-up requests (batches of 1 and 8, both signatures).
+WARMUP_IMAGES = 8
 
 
 def parse_arguments(argv=None):
@@ -109,7 +113,7 @@ def main(argv=None):
             "run model_trainer.py first"
         )
     temperature, source = read_temperature(arguments)
-    from mnist_serving import data, export, savedmodel
+    from mnist_serving import data, export, savedmodel, warmup
 
     try:
         model = export.load_keras_model(arguments.model)
@@ -120,6 +124,7 @@ def main(argv=None):
             version=arguments.version,
             overwrite=arguments.overwrite,
             check_images=test_images[:CHECK_IMAGES],
+            warmup_images=test_images[:WARMUP_IMAGES],
             temperature=temperature,
         )
     except (export.ExportError, data.DatasetError) as error:
@@ -133,6 +138,7 @@ def main(argv=None):
         f"Checked: reloaded, same calibrated probabilities as the Keras model on {CHECK_IMAGES} "
         "test digits at batch sizes 1 and 32, through both signatures."
     )
+    print(f"Warm-up requests for TensorFlow Serving: {path / warmup.WARMUP_FILE}")
     signatures = savedmodel.read_signature_defs(path)
     for name in (config.DEFAULT_SIGNATURE, config.PNG_SIGNATURE):
         print(f"\nsignature_def['{name}']:")

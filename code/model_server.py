@@ -17,18 +17,22 @@ import os
 import sys
 
 from mnist_serving import cli, config
-from mnist_serving.server import DEFAULT_MAX_REQUEST_BYTES
+from mnist_serving.serving.options import (
+    DEFAULT_MAX_QUEUED_REQUESTS,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_REST_API_NUM_THREADS,
+)
 
 PROGRAM = "model_server.py"
 LOG_FORMAT = "%(asctime)s.%(msecs)03d: %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The command line, with tensorflow_model_server's flag names."""
     parser = _OneLineErrorParser(
         prog=PROGRAM,
@@ -94,10 +98,24 @@ def build_parser():
         help="time limit of one prediction, then HTTP 504; 0 for none",
     )
     parser.add_argument(
+        "--rest_api_num_threads",
+        type=int,
+        default=DEFAULT_REST_API_NUM_THREADS,
+        help="worker threads that run predictions (TF Serving's default: 4 per CPU)",
+    )
+    parser.add_argument(
+        "--rest_api_max_queued_requests",
+        type=int,
+        default=DEFAULT_MAX_QUEUED_REQUESTS,
+        help="predictions that may wait for a worker; beyond, HTTP 503 at once "
+        "(model_server.py only)",
+    )
+    parser.add_argument(
         "--rest_api_max_request_bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
-        help="largest request body accepted, after gzip decompression; larger gets HTTP 413",
+        help="largest request body accepted, after gzip decompression; larger gets HTTP 413 "
+        "(model_server.py only)",
     )
     cli.add_bool_flag(
         parser, "--enable_batching", help="merge concurrent predict requests into batches"
@@ -146,49 +164,47 @@ def build_parser():
     cli.add_bool_flag(
         parser,
         "--allow_version_labels_for_unavailable_models",
-        help="start even if a version label points at a version that is not loaded",
+        help="accept version labels (models.config) for versions not yet AVAILABLE; "
+        "needed for labels given at start-up, as in TF Serving",
     )
     parser.add_argument(
-        "--verbose", action="store_true", help="also log each HTTP request (debug level)"
+        "--verbose",
+        action="store_true",
+        help="also log one line per HTTP request: method, path, status, milliseconds",
     )
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     """Runs the server until SIGINT or SIGTERM; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.INFO,
         format=LOG_FORMAT,
         datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
     )
     logger = logging.getLogger("model_server")
-    from mnist_serving.server import UsageError, options_from_flags
+    from mnist_serving.serving.errors import ConfigError
+    from mnist_serving.serving.options import options_from_flags
 
     try:
         options = options_from_flags(args)
-    except UsageError as error:
+    except ConfigError as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
 
-    from mnist_serving.server import ModelServer, StartupError
+    from mnist_serving.serving import server
 
     given = sys.argv[1:] if argv is None else argv
     if any(argument == "--port" or argument.startswith("--port=") for argument in given):
         logger.warning("gRPC is not served by %s; --port=%d is ignored", PROGRAM, args.port)
-    server = ModelServer(options)
-    server.install_signal_handlers()
     try:
-        server.start()
-    except StartupError as error:
+        server.run(options)
+    except server.StartupError as error:
         print(f"{PROGRAM}: {error}", file=sys.stderr)
         return 1
-    if server.stop_requested():
-        server.close()
-    else:
-        server.serve_forever()
     logger.info("Server stopped")
     logging.shutdown()
     sys.stdout.flush()

@@ -107,7 +107,33 @@ def parse_arguments(argv=None):
     )
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per request")
     parser.add_argument(
-        "--timeout", type=positive_float, default=30.0, help="seconds to wait for each answer"
+        "--timeout",
+        type=positive_float,
+        default=config.REQUEST_TIMEOUT_SECONDS,
+        help="seconds for each whole request: connecting, sending and reading all of the answer",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        type=cli.byte_size,
+        default=cli.scaled_text(config.MAX_FILE_BYTES, 1024),
+        metavar="SIZE",
+        help="a larger file fails unread (bytes; k, M, G for KiB, MiB, GiB)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=cli.pixel_count,
+        default=cli.scaled_text(config.MAX_IMAGE_PIXELS, 1000),
+        metavar="N",
+        help="an image with more pixels fails undecoded, as its header tells "
+        "(k, M for thousands, millions)",
+    )
+    parser.add_argument(
+        "--max-answer-size",
+        type=cli.byte_size,
+        default=cli.scaled_text(config.MAX_ANSWER_BYTES, 1024),
+        metavar="SIZE",
+        help="a larger answer of the server is refused before it is read whole "
+        "(bytes; k, M, G for KiB, MiB, GiB)",
     )
     parser.add_argument(
         "--wait",
@@ -144,15 +170,36 @@ def list_images(path, recursive):
     return sorted(files, key=lambda candidate: natural_key(candidate.relative_to(path)))
 
 
-class Report:
-    """Prints results as they come, then a summary; counts what failed."""
+# Control characters, escaped in plain output so that a file name is one line.
+_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 
-    def __init__(self, root, names_width, probabilities, as_json, stream):
+
+def printable(text):
+    """`text` as it can be printed: bytes of a file name that are not UTF-8 become U+FFFD.
+
+    On Linux a file name is any bytes; Python keeps those that are not UTF-8
+    as lone surrogates, which no UTF-8 output (nor JSON) can hold.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # Surrogates that no file name decodes to.
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
+
+
+class Report:
+    """Prints results as they come, then a summary; counts what failed.
+
+    File names and errors are printed with `printable`, and in plain output
+    with their control characters escaped: one line per file, always.
+    """
+
+    def __init__(self, root, paths, probabilities, as_json, stream):
         self.root = root
-        self.width = names_width
         self.probabilities = probabilities
         self.as_json = as_json
         self.write = stream
+        self.width = max(len(self.name(path)) for path in paths)
         self.per_class = [0] * config.NUM_CLASSES
         self.failures = []
         if probabilities and not as_json:
@@ -161,17 +208,22 @@ class Report:
                 + " ".join(f"{digit:>7}" for digit in range(config.NUM_CLASSES))
             )
 
+    def text(self, value):
+        value = printable(value)
+        return value if self.as_json else value.translate(_CONTROL_ESCAPES)
+
     def name(self, path):
-        return str(path.relative_to(self.root)) if self.root else path.name
+        return self.text(str(path.relative_to(self.root)) if self.root else path.name)
 
     def add(self, result):
         name = self.name(result.path)
         if result.error is not None:
-            self.failures.append((name, result.error))
+            error = self.text(result.error)
+            self.failures.append((name, error))
             if self.as_json:
-                self.write(orjson.dumps({"file": name, "error": result.error}).decode())
+                self.write(orjson.dumps({"file": name, "error": error}).decode())
             else:
-                self.write(f"{name:<{self.width}}  failed: {result.error}")
+                self.write(f"{name:<{self.width}}  failed: {error}")
             return
         self.per_class[result.digit] += 1
         if self.as_json:
@@ -200,23 +252,28 @@ class Report:
 
 
 def classify(arguments, paths):
-    from tqdm import tqdm
-
     from mnist_serving import client
 
-    serving = client.ServingClient(
+    with client.ServingClient(
         arguments.server,
         arguments.model_name,
         version=arguments.model_version,
         label=arguments.model_label,
         timeout=arguments.timeout,
-    )
+        max_answer_bytes=arguments.max_answer_size,
+    ) as serving:
+        return classify_and_report(serving, arguments, paths)
+
+
+def classify_and_report(serving, arguments, paths):
+    """Classifies `paths` through an open client, printing each result; returns the exit status."""
+    from tqdm import tqdm
+
     if arguments.wait > 0:
         serving.wait_until_available(arguments.wait)
     signature = serving.signature(arguments.signature)
 
     root = arguments.input if arguments.input.is_dir() else None
-    width = max(len(str(path.relative_to(root)) if root else path.name) for path in paths)
     progress = tqdm(
         total=len(paths),
         unit="image",
@@ -232,9 +289,16 @@ def classify(arguments, paths):
         else:
             tqdm.write(line, file=sys.stdout)
 
-    report = Report(root, width, arguments.probabilities, arguments.json, write)
+    report = Report(root, paths, arguments.probabilities, arguments.json, write)
+    results = serving.classify_files(
+        paths,
+        signature,
+        arguments.batch_size,
+        max_file_bytes=arguments.max_file_size,
+        max_pixels=arguments.max_pixels,
+    )
     with progress:
-        for result in serving.classify_files(paths, signature, arguments.batch_size):
+        for result in results:
             report.add(result)
             progress.update()
     if root is not None or len(paths) > 1:
@@ -244,6 +308,8 @@ def classify(arguments, paths):
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    # A terminal that cannot show a character gets '?', not a traceback.
+    sys.stdout.reconfigure(errors="replace")
     if not arguments.input.exists():
         print(
             f"serving_request.py: error: no such file or folder: {arguments.input}", file=sys.stderr

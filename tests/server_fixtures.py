@@ -118,6 +118,53 @@ def save_busy(path):
     return Path(path)
 
 
+def save_gate(path):
+    """`gate` string [-1] -> `waited` int32 [-1]: a model that runs until the test lets it end.
+
+    The request names a folder: the model writes `<folder>/started` when it
+    begins, then computes until `<folder>/open` exists. A test can thus hold
+    a prediction in progress for exactly as long as it needs, on any machine,
+    and see that it has started.
+    """
+    import tensorflow as tf
+
+    class Gate(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="gate")])
+        def predict(self, gate):
+            folder = gate[0]
+            started = tf.io.write_file(folder + "/started", "")
+            with tf.control_dependencies([started]):
+                (rounds,) = tf.while_loop(
+                    lambda rounds: tf.equal(tf.size(tf.io.matching_files(folder + "/open")), 0),
+                    lambda rounds: (rounds + 1,),
+                    (tf.constant(0),),
+                )
+            return {"waited": tf.fill(tf.shape(gate), tf.minimum(rounds, 1))}
+
+    module = Gate()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.predict})
+    return Path(path)
+
+
+class Gate:
+    """A folder that holds `save_gate` predictions until `open()`."""
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def request(self):
+        """The JSON body of a prediction held by this gate."""
+        return {"instances": [str(self.folder)]}
+
+    def wait_until_started(self, timeout=60):
+        wait_until(lambda: (self.folder / "started").exists(), timeout=timeout, interval=0.02)
+
+    def open(self):
+        (self.folder / "open").touch()
+
+
 def copy_version(source, base, version):
     """Publishes a SavedModel as `base/<version>` the way the exporter does: atomically."""
     base = Path(base)
@@ -233,22 +280,8 @@ def version_states(server, model):
 
 
 def write_warmup_requests(version_path, inputs_list, signature_name="serving_default"):
-    """Writes `assets.extra/tf_serving_warmup_requests` as TF Serving reads it.
+    """Writes a version's warm-up file: one predict request per dict of alias -> array."""
+    from mnist_serving import warmup
 
-    One PredictionLog (predict_log) record per dict of input alias -> array.
-    """
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    folder = Path(version_path) / "assets.extra"
-    folder.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(folder / "tf_serving_warmup_requests")) as writer:
-        for inputs in inputs_list:
-            request = predict_pb2.PredictRequest()
-            request.model_spec.signature_name = signature_name
-            for alias, value in inputs.items():
-                request.inputs[alias].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request)
-            )
-            writer.write(log.SerializeToString())
+    logs = [warmup.predict_log(inputs, signature_name) for inputs in inputs_list]
+    return warmup.write_warmup_file(version_path, logs)

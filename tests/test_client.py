@@ -40,7 +40,10 @@ def server(two_versions, tmp_path_factory):
           version_labels {{ key: "canary" value: 2 }}
         }} }}"""
     )
-    with ServerProcess(f"--model_config_file={config_file}") as running:
+    # Labels given at start-up need this flag, in TF Serving as in model_server.py.
+    with ServerProcess(
+        f"--model_config_file={config_file}", "--allow_version_labels_for_unavailable_models=true"
+    ) as running:
         yield running
 
 
@@ -315,9 +318,9 @@ def test_recursive_finds_images_in_subfolders(server, tmp_path, mnist):
 
 
 def test_the_client_library_waits_for_a_model_that_is_served(server):
-    serving = client.ServingClient(server.url)
-    serving.wait_until_available(5)
-    assert serving.signature().name == "predict_png"
+    with client.ServingClient(server.url) as serving:
+        serving.wait_until_available(5)
+        assert serving.signature().name == "predict_png"
 
 
 def test_a_server_that_does_not_answer_times_out_in_one_line(images):
@@ -331,5 +334,5 @@ def test_a_server_that_does_not_answer_times_out_in_one_line(images):
         )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"serving_request.py: error: no answer from {url} within 1 s (--timeout)"
+        f"serving_request.py: error: no complete answer from {url} within 1 s (--timeout)"
     )

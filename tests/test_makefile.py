@@ -110,7 +110,7 @@ def test_touching_a_training_source_makes_demo_train(project, source):
         "code/export_model.py",
         "code/serving_request.py",
         "code/mnist_serving/figures.py",
-        "code/mnist_serving/server.py",
+        "code/mnist_serving/serving/server.py",
     ],
 )
 def test_touching_code_that_changes_no_weight_does_not_train(project, source):

@@ -88,7 +88,7 @@ def test_unreadable_model_config_file_is_one_line_error(capsys, tmp_path):
     status, lines = run_main(capsys, f"--model_config_file={tmp_path / 'missing.config'}")
     assert status == 1
     assert len(lines) == 1
-    assert "cannot read model config file" in lines[0]
+    assert "--model_config_file: cannot read" in lines[0]
 
 
 @pytest.mark.parametrize(
@@ -190,30 +190,50 @@ def test_only_version_failing_to_load_stops_startup_like_tf_serving(tmp_path):
     )
 
 
-def test_label_on_a_version_that_is_not_loaded_stops_startup(half_plus, tmp_path):
+@pytest.mark.parametrize(
+    ("version", "answer"),
+    [
+        (1, (200, {"predictions": [2.5]})),
+        (5, (404, {"error": "Servable not found for request: Specific(half_plus_two, 5)"})),
+    ],
+    ids=["version on disk", "version not on disk"],
+)
+def test_labels_at_start_up_need_allow_version_labels_for_unavailable_models(
+    half_plus, tmp_path, version, answer
+):
+    # TF Serving assigns labels before it loads the versions they name: even a
+    # label on the one version on disk stops start-up without the flag.
     base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
     path = tmp_path / "models.config"
     path.write_text(
         f"model_config_list {{ config {{ name: 'half_plus_two' base_path: '{base}' "
-        "version_labels { key: 'stable' value: 5 } } }"
+        f"version_labels {{ key: 'stable' value: {version} }} }} }}"
     )
     result = run_program(f"--model_config_file={path}")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "model_server.py: Failed to start server. Error: FAILED_PRECONDITION: Request to "
-        "assign label to version 5 of model half_plus_two, which is not currently available "
-        "for inference"
+        f"assign label to version {version} of model half_plus_two, which is not currently "
+        "available for inference"
     )
     with ServerProcess(
-        f"--model_config_file={path}", "--allow_version_labels_for_unavailable_models"
+        f"--model_config_file={path}", "--allow_version_labels_for_unavailable_models=true"
     ) as server:
         response = server.post(
             "/v1/models/half_plus_two/labels/stable:predict", json={"instances": [1.0]}
         )
-        assert response.status_code == 404
-        assert response.json() == {
-            "error": "Servable not found for request: Specific(half_plus_two, 5)"
-        }
+        assert (response.status_code, response.json()) == answer
+
+
+def test_verbose_logs_one_line_per_request(half_plus, tmp_path):
+    base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
+    with ServerProcess(
+        f"--model_base_path={base}", "--model_name=half_plus_two", "--verbose"
+    ) as server:
+        server.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
+        server.get("/v1/models/nope")
+        server.wait_for_log(r"POST /v1/models/half_plus_two:predict 200 [0-9.]+ ms$")
+        server.wait_for_log(r"GET /v1/models/nope 404 [0-9.]+ ms$")
 
 
 def test_missing_base_path_is_logged_and_the_server_still_starts(tmp_path):
@@ -225,7 +245,7 @@ def test_missing_base_path_is_logged_and_the_server_still_starts(tmp_path):
         assert response.status_code == 404
 
 
-def test_cors_support_adds_headers_and_answers_preflight(half_plus, tmp_path):
+def test_cors_support_adds_tf_servings_three_headers_and_answers_preflight(half_plus, tmp_path):
     base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
     with ServerProcess(
         f"--model_base_path={base}",
@@ -242,15 +262,16 @@ def test_cors_support_adds_headers_and_answers_preflight(half_plus, tmp_path):
             timeout=60,
         )
         assert (preflight.status_code, preflight.content) == (200, b"")
+        assert preflight.headers["Access-Control-Allow-Methods"] == "POST, GET"
         no_origin = requests.options(server.url + "/v1/models/half_plus_two:predict", timeout=60)
         assert no_origin.status_code == 400
         assert no_origin.json() == {"error": "Origin header is missing in CORS preflight"}
 
 
 def test_shipped_serving_configs_are_valid():
-    from mnist_serving.batching import read_batching_parameters
-    from mnist_serving.monitoring import read_monitoring_config
-    from mnist_serving.servables import read_model_config_file
+    from mnist_serving.serving.batching import read_batching_parameters
+    from mnist_serving.serving.metrics import read_monitoring_config
+    from mnist_serving.serving.model_config import read_model_config_file
 
     folder = config.PROJECT_DIR / "serving_config"
     for name in ("models.config", "models.local.config"):

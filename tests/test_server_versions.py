@@ -20,7 +20,7 @@ from server_fixtures import (
     write_warmup_requests,
 )
 
-MODELS = ("swap", "broken", "removal", "hidden", "empty", "warmed")
+MODELS = ("swap", "broken", "retry", "removal", "hidden", "empty", "warmed", "bad_warmup")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def builds(tmp_path_factory):
 def bases(tmp_path_factory, builds):
     folder = tmp_path_factory.mktemp("bases")
     paths = {name: folder / name for name in MODELS}
-    for name in ("swap", "broken", "removal", "hidden"):
+    for name in ("swap", "broken", "retry", "removal", "hidden"):
         copy_version(builds[2], paths[name], 1)
     paths["empty"].mkdir()
     warmed = folder / "warmed_build"
@@ -45,7 +45,21 @@ def bases(tmp_path_factory, builds):
         warmed, [{"x": np.array([[1.0]], np.float32)}, {"x": np.array([[2.0]], np.float32)}]
     )
     copy_version(warmed, paths["warmed"], 1)
+    copy_version(builds[2], paths["bad_warmup"], 1)
     return paths
+
+
+@pytest.fixture(scope="module")
+def bad_warmup_build(tmp_path_factory, builds):
+    """A SavedModel whose warm-up file holds one record that is not a PredictionLog."""
+    import tensorflow as tf
+
+    bad = tmp_path_factory.mktemp("bad_warmup") / "build"
+    shutil.copytree(builds[3], bad)
+    (bad / "assets.extra").mkdir()
+    with tf.io.TFRecordWriter(str(bad / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        writer.write(b"\xff not a PredictionLog")
+    return bad
 
 
 def write_config(path, bases):
@@ -152,14 +166,16 @@ def test_broken_version_shows_end_with_its_error_while_the_old_one_serves(server
 
 
 def test_failed_version_is_retried_when_its_folder_changes(server, bases, builds):
-    broken = bases["broken"] / "2"
-    wait_until(lambda: version_states(server, "broken").get(2) == "END")
+    broken = bases["retry"] / "2"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    wait_until(lambda: version_states(server, "retry").get(2) == "END")
     shutil.rmtree(broken)
     # Rebuilt in place, file by file, the way a slow copy would do it.
     shutil.copytree(builds[4], broken)
-    wait_until(lambda: version_states(server, "broken") == {2: "AVAILABLE", 1: "END"})
-    assert answer(server, "broken") == (200, {"predictions": [4.5]})
-    server.wait_for_log(r"changed; retrying servable \{name: broken version: 2\}")
+    wait_until(lambda: version_states(server, "retry") == {2: "AVAILABLE", 1: "END"})
+    assert answer(server, "retry") == (200, {"predictions": [4.5]})
+    server.wait_for_log(r"changed; retrying servable \{name: retry version: 2\}")
 
 
 def test_removed_version_is_unloaded_once_another_is_available(server, bases, builds):
@@ -183,20 +199,31 @@ def test_hidden_and_non_numeric_folders_are_not_versions(server, bases, builds):
     shutil.copytree(builds[3], bases["hidden"] / ".export-7-staging")
     shutil.copytree(builds[3], bases["hidden"] / "backup")
     shutil.copytree(builds[3], bases["hidden"] / "8.tmp")
-    # Give the poller several rounds to (not) pick them up.
-    server.wait_for_log("Exporting HTTP/REST API")
-    wait_until(lambda: answer(server, "hidden")[0] == 200)
-    threading.Event().wait(1.0)
-    assert version_states(server, "hidden") == {1: "AVAILABLE"}
-    assert answer(server, "hidden") == (200, {"predictions": [2.5]})
+    # A real version published after them: once it is loaded, a poll has seen them all.
+    copy_version(builds[4], bases["hidden"], 2)
+    wait_until(lambda: version_states(server, "hidden") == {2: "AVAILABLE", 1: "END"})
+    assert answer(server, "hidden") == (200, {"predictions": [4.5]})
 
 
 def test_warmup_requests_are_replayed_when_a_version_loads(server, bases):
+    warmup_file = bases["warmed"] / "1" / "assets.extra" / "tf_serving_warmup_requests"
     server.wait_for_log(
-        f"Finished reading warmup data for model at {bases['warmed'] / '1'}. "
-        "Number of warmup records read: 2."
+        f"Finished reading warmup data for model at {warmup_file}. "
+        "Number of warmup records read: 2. Elapsed time"
     )
     assert answer(server, "warmed") == (200, {"predictions": [2.5]})
+
+
+def test_a_warmup_record_that_is_not_a_prediction_log_fails_the_load(
+    server, bases, bad_warmup_build
+):
+    copy_version(bad_warmup_build, bases["bad_warmup"], 2)
+    wait_until(lambda: version_states(server, "bad_warmup").get(2) == "END")
+    status = server.get("/v1/models/bad_warmup/versions/2").json()["model_version_status"][0]
+    assert status["status"]["error_code"] == "INVALID_ARGUMENT"
+    assert status["status"]["error_message"].startswith("Failed to parse warmup record: ")
+    # Version 1 keeps serving.
+    assert answer(server, "bad_warmup") == (200, {"predictions": [2.5]})
 
 
 def test_model_config_file_changes_add_and_remove_models(server, bases, builds, config_file):

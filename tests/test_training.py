@@ -1,10 +1,10 @@
 """model_trainer.py trains, evaluates, saves the model and its metrics, and draws the figures."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import pytest
@@ -127,11 +127,11 @@ def test_an_interrupted_run_leaves_the_previous_model_intact(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
     )
-    # Interrupt once training has begun, as a user pressing Ctrl-C would.
+    # Interrupt once the first epoch has begun, as a user pressing Ctrl-C would.
     for line in process.stdout:
-        if line.startswith("Training on"):
-            time.sleep(2)
+        if line.startswith("Epoch 1/"):
             process.send_signal(signal.SIGINT)
             break
     _, stderr = process.communicate(timeout=120)

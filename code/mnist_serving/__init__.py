@@ -2,9 +2,11 @@
 
 The modules of this package hold the logic behind the command-line scripts
 of `code/`: `data` (MNIST), `model` (the two-branch CNN), `training`,
-`figures`, `export` (SavedModel for TensorFlow Serving), `preprocessing`
-(OpenCV, photos to MNIST form), `client` (TensorFlow Serving's REST API) and
-`server` (a local server that speaks that API).
+`figures`, `export` (SavedModel for TensorFlow Serving) with `savedmodel` and
+`warmup` (the version folders both servers read), `preprocessing` (OpenCV,
+photos to MNIST form), `client` (TensorFlow Serving's REST API) and the
+subpackage `serving` (a local server that speaks that API; the others never
+import it).
 """
 
 import os

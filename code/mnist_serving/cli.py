@@ -1,6 +1,7 @@
 """Small pieces shared by the command-line scripts."""
 
 import argparse
+import re
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -13,7 +14,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def parse_bool(text):
+def parse_bool(text: str) -> bool:
     """True/False in the spellings people type: true, False, yes, 0, on...
 
     Raises:
@@ -27,6 +28,51 @@ def parse_bool(text):
     raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
 
 
-def add_bool_flag(parser, *names, default=False, help=None):
+def add_bool_flag(
+    parser: argparse.ArgumentParser, *names: str, default: bool = False, help: str | None = None
+) -> None:
     """Adds a flag that is true alone (`-p`) and also takes a value (`-p False`, `--x=true`)."""
     parser.add_argument(*names, type=parse_bool, nargs="?", const=True, default=default, help=help)
+
+
+# Suffixes of sizes and counts on the command line: k, M, G (either case),
+# the first, second and third power of the base.
+_SCALE_SUFFIXES = ("", "k", "M", "G")
+
+
+def _scaled_number(text, base, what):
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([kmg]?)\s*", str(text), re.IGNORECASE)
+    if match:
+        power = [suffix.lower() for suffix in _SCALE_SUFFIXES].index(match[2].lower())
+        value = int(float(match[1]) * base**power)
+    else:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected {what} such as 500k or 64M, got '{text}'")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """A size in bytes: `4096`, `500k` (KiB), `64M` (MiB), `1.5G` (GiB).
+
+    Raises:
+        argparse.ArgumentTypeError: Not a positive size.
+    """
+    return _scaled_number(text, 1024, "a size in bytes")
+
+
+def pixel_count(text: str) -> int:
+    """A number of pixels: `40000`, `500k` (thousands), `64M` (millions, megapixels).
+
+    Raises:
+        argparse.ArgumentTypeError: Not a positive number.
+    """
+    return _scaled_number(text, 1000, "a number of pixels")
+
+
+def scaled_text(value: int, base: int) -> str:
+    """`value` with the largest suffix that divides it: 67108864, 1024 -> '64M'."""
+    for power in range(len(_SCALE_SUFFIXES) - 1, 0, -1):
+        if value % base**power == 0:
+            return f"{value // base**power}{_SCALE_SUFFIXES[power]}"
+    return str(value)

@@ -5,21 +5,34 @@ Serving in Docker and against `model_server.py`. Images are preprocessed
 here, with `preprocessing`, and sent in batches: a few requests in flight at
 once, each carrying many images. With the `predict_png` signature an image
 travels as a ~300-byte PNG (`{"b64": ...}`) instead of ~9 KB of JSON floats.
+
+Every request is bounded: `timeout` is a deadline for the whole request
+(connecting, sending, and reading the whole answer), however slowly a server
+answers, and an answer larger than `max_answer_bytes` is refused while it
+streams in, never read whole. HTTP goes through aiohttp, whose total timeout
+is such a deadline (requests and urllib3 time each read of the socket
+instead), on an event loop in a thread of its own.
 """
 
+import asyncio
 import base64
 import concurrent.futures
 import dataclasses
-import re
+import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import cv2
 import numpy as np
 import orjson
-import requests
 
 from mnist_serving import config, data, preprocessing
+
+# Answers are read in pieces of this size, and counted as they come.
+_READ_CHUNK_BYTES = 64 * 1024
 
 
 class ClientError(Exception):
@@ -56,24 +69,27 @@ class Result:
     error: str | None = None
 
     @property
-    def digit(self):
+    def digit(self) -> int:
         return int(self.probabilities.argmax())
 
     @property
-    def probability(self):
+    def probability(self) -> float:
         return float(self.probabilities.max())
 
 
 class ServingClient:
     """Calls one model (and optionally one version or label) on a server.
 
+    Close it (or use it in a `with` block) to end its connections and thread.
+
     Args:
         server_url: Where TensorFlow Serving's REST API answers.
         model_name: The served model's name.
         version: A version number to pin, or None for the served default.
         label: A version label (e.g. `stable`) instead of a version.
-        timeout: Seconds to wait for each answer.
+        timeout: Seconds for each whole request, the answer read in full.
         connections: HTTP connections kept open, one per request in flight.
+        max_answer_bytes: The largest answer read; a larger one is refused.
     """
 
     def __init__(
@@ -82,57 +98,101 @@ class ServingClient:
         model_name=config.MODEL_NAME,
         version=None,
         label=None,
-        timeout=30.0,
+        timeout=config.REQUEST_TIMEOUT_SECONDS,
         connections=4,
+        max_answer_bytes=config.MAX_ANSWER_BYTES,
     ):
         if version is not None and label is not None:
             raise ValueError("give a version or a label, not both")
         self.server_url = server_url.rstrip("/")
         self.model_name = model_name
         self.timeout = timeout
-        path = f"/v1/models/{requests.utils.quote(model_name, safe='')}"
+        self.max_answer_bytes = max_answer_bytes
+        path = f"/v1/models/{urllib.parse.quote(model_name, safe='')}"
         if version is not None:
             path += f"/versions/{version}"
         elif label is not None:
-            path += f"/labels/{requests.utils.quote(label, safe='')}"
+            path += f"/labels/{urllib.parse.quote(label, safe='')}"
         self.model_url = self.server_url + path
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="serving-client", daemon=True
+        )
+        self._thread.start()
+        self._session = self._run(self._open_session(connections))
+
+    async def _open_session(self, connections):
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            trust_env=True,  # Proxies and .netrc from the environment, as requests reads them.
+        )
+
+    def _run(self, coroutine):
+        """Runs a coroutine on the client's event loop; returns its result or raises."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def close(self):
+        """Closes the connections and stops the client's thread."""
+        if self._loop.is_closed():
+            return
+        self._run(self._session.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    async def _fetch(self, method, url, body):
+        """(status, answer bytes), the answer refused past `max_answer_bytes`."""
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        async with self._session.request(method, url, data=body, headers=headers) as response:
+            declared = response.content_length
+            if declared is not None and declared > self.max_answer_bytes:
+                raise self._answer_too_large(url, declared)
+            answer = bytearray()
+            async for chunk in response.content.iter_chunked(_READ_CHUNK_BYTES):
+                answer += chunk
+                if len(answer) > self.max_answer_bytes:
+                    raise self._answer_too_large(url)
+            return response.status, answer
 
     def _request(self, method, url, body=None):
         try:
-            response = self.session.request(
-                method,
-                url,
-                data=body,
-                headers={"Content-Type": "application/json"} if body is not None else None,
-                timeout=self.timeout,
-            )
-        except requests.exceptions.Timeout:
+            status, content = self._run(self._fetch(method, url, body))
+        except TimeoutError:
             raise self._timeout_error() from None
-        except requests.exceptions.ConnectionError as error:
+        except aiohttp.ClientConnectorError as error:
             raise ClientError(
                 f"cannot reach the model server at {self.server_url} ({_reason(error)}); "
                 "start code/model_server.py ('make serve') or TensorFlow Serving in Docker "
                 "('docker compose up'), see Instructions.md"
             ) from None
-        except requests.exceptions.RequestException as error:
-            raise ClientError(f"cannot send a request to {url}: {error}") from None
+        except aiohttp.ClientError as error:
+            reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+            raise ClientError(f"no usable answer from {url}: {reason}") from None
         try:
-            answer = orjson.loads(response.content)
+            answer = orjson.loads(content)
         except orjson.JSONDecodeError:
             raise ClientError(
-                f"{url} answered HTTP {response.status_code} without JSON: is "
+                f"{url} answered HTTP {status} without JSON: is "
                 f"{self.server_url} a TensorFlow Serving REST API?"
             ) from None
-        if response.status_code != 200:
+        if status != 200:
             message = answer.get("error") if isinstance(answer, dict) else None
-            raise ClientError(
-                f"the model server answered HTTP {response.status_code}: {message or answer}"
-            )
+            raise ClientError(f"the model server answered HTTP {status}: {message or answer}")
         return answer
+
+    def _answer_too_large(self, url, declared_bytes=None):
+        size = f"of {declared_bytes:,} bytes " if declared_bytes is not None else ""
+        return ClientError(
+            f"the answer {size}from {url} is larger than the limit of "
+            f"{self.max_answer_bytes:,} bytes (--max-answer-size)"
+        )
 
     def _unexpected_answer(self, request):
         return ClientError(
@@ -142,14 +202,14 @@ class ServingClient:
 
     def _timeout_error(self):
         return ClientError(
-            f"no answer from {self.server_url} within {self.timeout:g} s (--timeout)"
+            f"no complete answer from {self.server_url} within {self.timeout:g} s (--timeout)"
         )
 
-    def status(self):
+    def status(self) -> dict:
         """The model's version status, as TensorFlow Serving reports it."""
         return self._request("GET", self.model_url)
 
-    def wait_until_available(self, seconds, poll_interval=0.5):
+    def wait_until_available(self, seconds: float, poll_interval: float = 0.5) -> None:
         """Waits until the model (or the pinned version) is AVAILABLE.
 
         Useful right after starting a server, which loads models before it
@@ -168,7 +228,7 @@ class ServingClient:
                 raise ClientError(f"waited {seconds:g} s: {problem}")
             time.sleep(poll_interval)
 
-    def signature(self, name=None):
+    def signature(self, name: str | None = None) -> Signature:
         """Looks up a signature in the model's metadata.
 
         Args:
@@ -209,7 +269,7 @@ class ServingClient:
             raise ClientError(f"signature '{name}' has no '{config.PROBABILITIES_OUTPUT}' output")
         return Signature(name, input_name, input_info["dtype"] == "DT_STRING", probabilities_output)
 
-    def predict(self, signature, images):
+    def predict(self, signature: Signature, images: np.ndarray) -> np.ndarray:
         """Classifies MNIST-form images (uint8, N x 28 x 28) in one request.
 
         Returns:
@@ -240,12 +300,22 @@ class ServingClient:
             )
         return probabilities
 
-    def classify_files(self, paths, signature, batch_size=64, requests_in_flight=3):
+    def classify_files(
+        self,
+        paths: list[Path],
+        signature: Signature,
+        batch_size: int = 64,
+        requests_in_flight: int = 3,
+        max_file_bytes: int = config.MAX_FILE_BYTES,
+        max_pixels: int = config.MAX_IMAGE_PIXELS,
+    ) -> Iterator[Result]:
         """Classifies image files, yielding a `Result` per file, in order.
 
         Files are read and preprocessed here while earlier batches are at the
-        server. A file that cannot be read or holds no digit gives a `Result`
-        with an error, and the others go on; a server error stops the run.
+        server. A file that cannot be read, is over `max_file_bytes` or
+        `max_pixels` (checked before it is read whole or decoded), or holds
+        no digit gives a `Result` with an error, and the others go on; a
+        server error stops the run.
         """
         paths = list(paths)
         with concurrent.futures.ThreadPoolExecutor(requests_in_flight) as pool:
@@ -254,7 +324,8 @@ class ServingClient:
                 results, images = [], []
                 for path in paths[start : start + batch_size]:
                     try:
-                        images.append(preprocessing.preprocess_file(path))
+                        image = preprocessing.read_image(path, max_file_bytes, max_pixels)
+                        images.append(_to_mnist(path, image))
                         results.append(Result(path))
                     except preprocessing.PreprocessingError as error:
                         results.append(Result(path, error=str(error)))
@@ -275,14 +346,20 @@ def _collect(results, future):
         yield result
 
 
+def _to_mnist(path, image):
+    """`preprocessing.to_mnist`, its error naming the file as `read_image`'s do."""
+    try:
+        return preprocessing.to_mnist(image)
+    except preprocessing.PreprocessingError as error:
+        raise preprocessing.PreprocessingError(f"{path}: {error}") from None
+
+
 def _reason(error):
-    """'connection refused' and the like, from a requests ConnectionError."""
-    text = str(error)
-    for pattern, reason in (
-        (r"Connection refused", "connection refused"),
-        (r"Name or service not known|nodename nor servname|getaddrinfo failed", "unknown host"),
-        (r"timed out", "connection timed out"),
-    ):
-        if re.search(pattern, text):
-            return reason
+    """'connection refused' and the like, from an aiohttp ClientConnectorError."""
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "unknown host"
+    cause = getattr(error, "os_error", None)
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    text = getattr(cause, "strerror", None) or str(error) or type(error).__name__
     return text.splitlines()[0][:200]

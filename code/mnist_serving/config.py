@@ -29,6 +29,18 @@ REST_PORT = 8501
 REST_HOST = "127.0.0.1"
 DEFAULT_SERVER_URL = f"http://localhost:{REST_PORT}"
 
+# The client's bounds (flags of serving_request.py). An image file larger than
+# MAX_FILE_BYTES is refused unread, an image of more than MAX_IMAGE_PIXELS
+# undecoded (its header tells), an answer larger than MAX_ANSWER_BYTES before
+# it is read whole; REQUEST_TIMEOUT_SECONDS is for a whole request, answer read.
+# 64 million pixels takes a 48- or 50-megapixel phone photo, 64 MiB any photo
+# of that size; a predict answer is about 200 bytes per image, so 16 MiB is a
+# batch of 80,000 images.
+MAX_FILE_BYTES = 64 * 2**20
+MAX_IMAGE_PIXELS = 64_000_000
+MAX_ANSWER_BYTES = 16 * 2**20
+REQUEST_TIMEOUT_SECONDS = 30.0
+
 # Where things live, whatever the working directory.
 CODE_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = CODE_DIR.parent

@@ -21,7 +21,7 @@ class DatasetError(ValueError):
     """The MNIST file is missing parts, damaged or of the wrong layout."""
 
 
-def load_mnist(path=config.DEFAULT_DATA_PATH):
+def load_mnist(path: str | Path = config.DEFAULT_DATA_PATH) -> tuple:
     """Loads MNIST in the layout of `keras.datasets.mnist.load_data()`.
 
     Args:

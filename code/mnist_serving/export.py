@@ -16,20 +16,20 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from mnist_serving import calibration, config, data, savedmodel
+from mnist_serving import calibration, config, data, leftovers, savedmodel, warmup
 
 
 class ExportError(Exception):
     """The model cannot be exported or the export did not check out."""
 
 
-def next_version(export_base):
+def next_version(export_base: str | Path) -> int:
     """1 when `export_base` holds no version, else the highest version plus 1."""
     versions = savedmodel.version_numbers(export_base)
     return versions[-1] + 1 if versions else 1
 
 
-def load_keras_model(path):
+def load_keras_model(path: str | Path) -> keras.Model:
     """Loads the trained Keras model (`cnnModel.h5`) for inference.
 
     Raises:
@@ -45,7 +45,7 @@ def load_keras_model(path):
         raise ExportError(f"{path} is not a readable Keras model: {reason}") from None
 
 
-def calibrated_probabilities(probabilities, temperature):
+def calibrated_probabilities(probabilities: tf.Tensor, temperature: float) -> tf.Tensor:
     """`softmax(log(probabilities) / temperature)` in TensorFlow.
 
     The same formula as `calibration.apply_temperature`, for the export.
@@ -54,7 +54,7 @@ def calibrated_probabilities(probabilities, temperature):
     return tf.nn.softmax(tf.math.log(tf.maximum(probabilities, floor)) / temperature)
 
 
-def build_archive(model, temperature=1.0):
+def build_archive(model: keras.Model, temperature: float = 1.0) -> keras.export.ExportArchive:
     """Wraps `model` in an ExportArchive with the two serving signatures.
 
     `serving_default` takes float32 images (N, 28, 28, 1) in 0..1, white on
@@ -112,7 +112,7 @@ def build_archive(model, temperature=1.0):
     return archive
 
 
-def describe_signature(signature_def):
+def describe_signature(signature_def) -> str:
     """The text `saved_model_cli show --signature_def NAME` prints for one signature."""
 
     def tensor_lines(kind, tensors):
@@ -147,7 +147,13 @@ def _tensor_specs(tensors):
     }
 
 
-def check_export(saved_model_dir, model, images, batch_sizes=(1, 32), temperature=1.0):
+def check_export(
+    saved_model_dir: str | Path,
+    model: keras.Model,
+    images: np.ndarray,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    temperature: float = 1.0,
+) -> None:
     """Reloads an export and checks it against the Keras model it came from.
 
     Checks the signatures' names, dtypes and shapes, then compares both
@@ -210,8 +216,14 @@ def check_export(saved_model_dir, model, images, batch_sizes=(1, 32), temperatur
 
 
 def export_model(
-    model, export_base, version=None, overwrite=False, check_images=None, temperature=1.0
-):
+    model: keras.Model,
+    export_base: str | Path,
+    version: int | None = None,
+    overwrite: bool = False,
+    check_images: np.ndarray | None = None,
+    warmup_images: np.ndarray | None = None,
+    temperature: float = 1.0,
+) -> tuple[int, Path]:
     """Exports `model` as `export_base/<version>/`, complete or not at all.
 
     Args:
@@ -221,21 +233,27 @@ def export_model(
         overwrite: Replace an existing version instead of refusing.
         check_images: uint8 images (N x 28 x 28) to compare the export with
             the Keras model on before it is published; None skips the check.
+        warmup_images: uint8 images (at least 8) whose requests go into the
+            version's warm-up file (`warmup.WARMUP_FILE`); None writes none.
         temperature: The calibration temperature (> 0) both signatures apply
             to the model's probabilities; 1 leaves them as they are.
 
     Returns:
         `(version, path)` of the published export.
 
+    What killed exports left under `export_base` is removed first (see
+    `leftovers`), with a line on stderr for each.
+
     Raises:
         ExportError: Bad version, existing version, unwritable base path, or a
-            failed check. Nothing under `export_base` is changed then.
+            failed check. No version under `export_base` is changed then.
     """
     try:
         temperature = calibration.check_temperature(temperature)
     except calibration.CalibrationError as error:
         raise ExportError(str(error)) from None
     export_base = Path(export_base)
+    leftovers.clean_export_base(export_base)
     version = next_version(export_base) if version is None else int(version)
     if version <= 0:
         raise ExportError(f"version must be a positive integer, got {version}")
@@ -244,15 +262,21 @@ def export_model(
         raise ExportError(f"version {version} already exists at {target} (use --overwrite)")
     try:
         export_base.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=export_base))
+        staging = Path(
+            tempfile.mkdtemp(prefix=leftovers.export_staging_prefix(version), dir=export_base)
+        )
     except OSError as error:
         raise ExportError(f"cannot write under {export_base}: {error.strerror}") from None
     try:
         build_archive(model, temperature).write_out(str(staging), verbose=False)
+        if warmup_images is not None:
+            warmup.write_warmup_file(staging, warmup.digit_warmup_logs(warmup_images))
         if check_images is not None:
             check_export(staging, model, check_images, temperature=temperature)
         if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".retired-{version}-", dir=export_base))
+            retired = Path(
+                tempfile.mkdtemp(prefix=leftovers.retired_version_prefix(version), dir=export_base)
+            )
             target.rename(retired / "old")
             staging.rename(target)
             shutil.rmtree(retired, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Figures of the manual, drawn with matplotlib (no screen needed)."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -12,6 +13,9 @@ import numpy as np
 from matplotlib.patches import Rectangle
 
 from mnist_serving import calibration, config, preprocessing
+
+if TYPE_CHECKING:
+    import keras
 
 # Same look in every figure: small, readable, committed to git.
 DPI = 100
@@ -25,7 +29,14 @@ def _save(figure, path):
     return path
 
 
-def plot_digit_grid(path, images, titles, columns=8, title=None, title_colors=None):
+def plot_digit_grid(
+    path: str | Path,
+    images: np.ndarray,
+    titles: list[str],
+    columns: int = 8,
+    title: str | None = None,
+    title_colors: list[str] | None = None,
+) -> None:
     """Draws grey digits in a grid, each with a short title; returns the path."""
     rows = max(1, int(np.ceil(len(images) / columns)))
     figure, axes = plt.subplots(rows, columns, figsize=(1.2 * columns, 1.4 * rows))
@@ -41,7 +52,9 @@ def plot_digit_grid(path, images, titles, columns=8, title=None, title_colors=No
     return _save(figure, path)
 
 
-def plot_dataset_examples(path, images, labels, count=24):
+def plot_dataset_examples(
+    path: str | Path, images: np.ndarray, labels: np.ndarray, count: int = 24
+) -> None:
     """The first training digits with their labels (`datasetExample.png`)."""
     return plot_digit_grid(
         path,
@@ -51,7 +64,7 @@ def plot_dataset_examples(path, images, labels, count=24):
     )
 
 
-def plot_training_curves(path, history):
+def plot_training_curves(path: str | Path, history: dict) -> None:
     """Loss and accuracy per epoch, training against validation."""
     epochs = np.arange(1, len(history["loss"]) + 1)
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -70,7 +83,11 @@ def plot_training_curves(path, history):
     return _save(figure, path)
 
 
-def plot_confusion_matrix(path, matrix, title="Test set: true digit against predicted digit"):
+def plot_confusion_matrix(
+    path: str | Path,
+    matrix: np.ndarray,
+    title: str = "Test set: true digit against predicted digit",
+) -> None:
     """A 10x10 confusion matrix with counts; the diagonal is greyed out."""
     figure, axis = plt.subplots(figsize=(6.4, 5.6))
     errors = matrix.astype(float).copy()
@@ -100,7 +117,14 @@ def plot_confusion_matrix(path, matrix, title="Test set: true digit against pred
     return _save(figure, path)
 
 
-def plot_misclassified(path, images, labels, predicted, confidences, count=32):
+def plot_misclassified(
+    path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    confidences: np.ndarray,
+    count: int = 32,
+) -> None:
     """Misclassified test digits: true label, prediction and its probability."""
     wrong = np.flatnonzero(labels != predicted)[:count]
     return plot_digit_grid(
@@ -207,7 +231,7 @@ def _layer_graph(model):
     ]
 
 
-def plot_model(path, model):
+def plot_model(path: str | Path, model: "keras.Model") -> None:
     """The model's layers as a graph, one box per layer (`model.png`).
 
     Boxes are placed by depth, top to bottom, so parallel branches stand side
@@ -253,7 +277,7 @@ def plot_model(path, model):
     return _save(figure, path)
 
 
-def plot_preprocessing_steps(image, path, title=None):
+def plot_preprocessing_steps(image: np.ndarray, path: str | Path, title: str | None = None) -> None:
     """Draws the preprocessing of one image, step by step, into a PNG file.
 
     Panels: the original, its grey working copy, the ink separated from the

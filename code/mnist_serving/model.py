@@ -6,7 +6,7 @@ from keras import layers
 from mnist_serving import config
 
 
-def build_model():
+def build_model() -> keras.Model:
     """Builds the two-branch CNN of the original design, uncompiled.
 
     One 3x3 convolution and pooling feed two identical branches (3x3

@@ -32,11 +32,15 @@ is `IMAGE_SIZE / 2`. This module does the same, so an MNIST digit is not
 moved at all and is not blurred by a sub-pixel shift.
 """
 
+import io
 import math
+import os
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL.Image
 
 from mnist_serving import config
 
@@ -132,26 +136,78 @@ class PreprocessingError(ValueError):
     """The input cannot become an MNIST image: unreadable, not an image, blank."""
 
 
-def decode_image(encoded):
+# A file's size (config.MAX_FILE_BYTES) is checked before it is read whole,
+# and its pixels (config.MAX_IMAGE_PIXELS) before it is decoded: a 20000x20000
+# PNG of 2 MB decodes to 1.6 GB, and the steps below take about 20 bytes per
+# pixel of an RGBA image. The pixels are read from the header by Pillow, in
+# these formats (Pillow's names), which both Pillow and OpenCV read; Radiance
+# HDR, PFM and PAM, which OpenCV reads but Pillow does not, are refused.
+_HEADER_FORMATS = ("PNG", "JPEG", "TIFF", "WEBP", "BMP", "GIF", "AVIF", "JPEG2000", "PPM", "SUN")
+
+
+class ImageTooLargeError(PreprocessingError):
+    """A file or an image over a size limit; nothing of it was decoded."""
+
+
+def image_size(encoded: bytes) -> tuple[int, int]:
+    """The (width, height) of an encoded image, read from its header alone.
+
+    Pillow parses the header (PNG's IHDR, JPEG's frame header...) without
+    decoding a pixel, in well under a millisecond whatever the image's size.
+
+    Raises:
+        PreprocessingError: Not an image of a format whose header is read here.
+        ImageTooLargeError: Over Pillow's own bound, twice `PIL.Image.MAX_IMAGE_PIXELS`
+            (178,956,970 pixels), beyond which it does not report the size.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its MAX_IMAGE_PIXELS; the caller's limit decides.
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            with PIL.Image.open(io.BytesIO(encoded), formats=_HEADER_FORMATS) as header:
+                return header.size
+    except PIL.Image.DecompressionBombError:
+        bound = 2 * PIL.Image.MAX_IMAGE_PIXELS
+        raise ImageTooLargeError(
+            f"image of more than {bound:,} pixels (Pillow's bound for a decompression bomb)"
+        ) from None
+    except Exception:  # noqa: BLE001 - Pillow's parsers raise many kinds on bad bytes.
+        raise PreprocessingError(
+            "not an image OpenCV can read with its size checked first "
+            "(PNG, JPEG, TIFF, WebP, BMP, GIF, AVIF, JPEG 2000, PNM, Sun raster)"
+        ) from None
+
+
+def decode_image(encoded: bytes, max_pixels: int = config.MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decodes an image file's bytes into an array, as the file stores it.
 
-    PNG, JPEG, BMP, TIFF, WebP and the other formats OpenCV reads, with their
-    bit depth and alpha channel. JPEG photos are turned as their EXIF
-    orientation says, as a phone's gallery shows them.
+    PNG, JPEG, TIFF, WebP, BMP and the other formats of `image_size`, with
+    their bit depth and alpha channel. JPEG photos are turned as their EXIF
+    orientation says, as a phone's gallery shows them. The image's size is
+    read from its header first: an image over `max_pixels` is refused before
+    any memory is spent on its pixels.
 
     Args:
         encoded: The file's bytes (`bytes`, `bytearray` or a uint8 array).
+        max_pixels: The most pixels (width x height) an image may have.
 
     Returns:
         A numpy array (H, W) or (H, W, C), colour channels in BGR(A) order,
         dtype uint8, uint16 or float32.
 
     Raises:
-        PreprocessingError: The bytes are empty or not an image OpenCV reads.
+        ImageTooLargeError: More than `max_pixels` pixels.
+        PreprocessingError: The bytes are empty or not an image read here.
     """
     buffer = np.frombuffer(encoded, dtype=np.uint8)
     if buffer.size == 0:
         raise PreprocessingError("empty file: not an image")
+    width, height = image_size(encoded)
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"{width}x{height} image ({width * height:,} pixels): "
+            f"more than the limit of {max_pixels:,} pixels"
+        )
     # IMREAD_UNCHANGED keeps alpha and 16 bits but ignores EXIF orientation,
     # which matters for phone photos; JPEG has no alpha, so it may use flags
     # that apply the orientation.
@@ -168,34 +224,63 @@ def decode_image(encoded):
     return image
 
 
-def read_image(path):
+def read_file(path: str | Path, max_bytes: int = config.MAX_FILE_BYTES) -> bytes:
+    """The bytes of a file, refused unread when it holds more than `max_bytes`.
+
+    The size is taken from the open file before reading, and at most one
+    byte more than the limit is ever read (a file that grows, or a device).
+
+    Raises:
+        ImageTooLargeError: More than `max_bytes` bytes.
+        PreprocessingError: The file cannot be read.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            encoded = file.read(max_bytes + 1) if size <= max_bytes else b""
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise PreprocessingError(f"cannot read {path}: {reason}") from None
+    if size > max_bytes:
+        raise ImageTooLargeError(
+            f"{path}: file of {size:,} bytes: more than the limit of {max_bytes:,} bytes"
+        )
+    if len(encoded) > max_bytes:  # A device, or a file that grew while it was read.
+        raise ImageTooLargeError(f"{path}: more than the limit of {max_bytes:,} bytes read")
+    return encoded
+
+
+def read_image(
+    path: str | Path,
+    max_file_bytes: int = config.MAX_FILE_BYTES,
+    max_pixels: int = config.MAX_IMAGE_PIXELS,
+) -> np.ndarray:
     """Reads an image file as it is stored (any format, depth and channels).
 
-    The file is read with numpy and decoded from memory, which also works
+    The file is read in Python and decoded from memory, which also works
     for paths that `cv2.imread` cannot open (non-ASCII names on Windows).
 
     Args:
         path: The image file.
+        max_file_bytes: The largest file read, in bytes (see `read_file`).
+        max_pixels: The most pixels decoded (see `decode_image`).
 
     Returns:
         The image array, as `decode_image` returns it.
 
     Raises:
+        ImageTooLargeError: The file or the image is over its limit.
         PreprocessingError: The file cannot be read or is not an image.
     """
-    path = Path(path)
+    encoded = read_file(path, max_file_bytes)
     try:
-        encoded = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        reason = error.strerror or type(error).__name__
-        raise PreprocessingError(f"cannot read {path}: {reason}") from None
-    try:
-        return decode_image(encoded)
+        return decode_image(encoded, max_pixels)
     except PreprocessingError as error:
-        raise PreprocessingError(f"{path}: {error}") from None
+        raise type(error)(f"{path}: {error}") from None
 
 
-def preprocess_file(path):
+def preprocess_file(path: str | Path) -> np.ndarray:
     """Reads an image file and returns its digit in MNIST form.
 
     Args:
@@ -214,7 +299,7 @@ def preprocess_file(path):
         raise PreprocessingError(f"{path}: {error}") from None
 
 
-def to_mnist(image, steps=None):
+def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
     """Turns a decoded image of one digit into an MNIST image.
 
     Args:
@@ -302,7 +387,7 @@ def _as_float32(array):
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def level_scale(colour):
+def level_scale(colour: np.ndarray) -> np.ndarray:
     """The factor that maps the stored pixel values to 0..255.
 
     Integers are scaled by the bits they use (16-bit 0..65535 by 255/65535,

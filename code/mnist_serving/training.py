@@ -12,13 +12,14 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mnist_serving import config
+from mnist_serving import config, leftovers
 
 # Random affine distortion of training digits, in MNIST's 28x28 frame.
 MAX_ROTATION_DEGREES = 12.0
@@ -32,7 +33,7 @@ LABEL_SMOOTHING = 0.1
 WEIGHT_DECAY = 1e-4
 
 
-def make_deterministic(seed):
+def make_deterministic(seed: int) -> None:
     """Seeds Python, NumPy, TensorFlow and Keras, and asks for deterministic ops.
 
     With the same seed, the same data and the same machine, training gives the
@@ -42,7 +43,9 @@ def make_deterministic(seed):
     tf.config.experimental.enable_op_determinism()
 
 
-def split_validation(images, labels, validation_size, seed):
+def split_validation(
+    images: np.ndarray, labels: np.ndarray, validation_size: int, seed: int
+) -> tuple:
     """Holds out a random, seeded validation set from the training set.
 
     Returns:
@@ -87,7 +90,7 @@ def _random_affine_transforms(batch_size, seed):
     return tf.stack([i00, i01, offset_x, i10, i11, offset_y, zeros, zeros], axis=1)
 
 
-def augment(images, seed):
+def augment(images: tf.Tensor, seed: int) -> tf.Tensor:
     """Applies one random affine distortion per image.
 
     Args:
@@ -105,7 +108,9 @@ def augment(images, seed):
     )
 
 
-def make_training_dataset(images, labels, batch_size, seed):
+def make_training_dataset(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+) -> tf.data.Dataset:
     """Shuffled, batched, distorted training data as a `tf.data.Dataset`."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
@@ -120,7 +125,7 @@ def make_training_dataset(images, labels, batch_size, seed):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def compile_for_training(model, steps):
+def compile_for_training(model: keras.Model, steps: int) -> None:
     """Compiles `model` with the recipe's optimizer, schedule and loss."""
     warmup_steps = max(1, int(steps * WARMUP_FRACTION))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -137,18 +142,20 @@ def compile_for_training(model, steps):
     )
 
 
-def one_hot(labels):
+def one_hot(labels: np.ndarray) -> np.ndarray:
     """Labels 0-9 as float32 one-hot rows (the loss smooths them)."""
     return keras.utils.to_categorical(labels, config.NUM_CLASSES).astype("float32")
 
 
-def evaluate(model, images, labels, batch_size=500):
+def evaluate(
+    model: keras.Model, images: np.ndarray, labels: np.ndarray, batch_size: int = 500
+) -> dict:
     """Classifies `images` with `model`; see `evaluate_predictions`."""
     probabilities = model.predict(images, batch_size=batch_size, verbose=0)
     return evaluate_predictions(probabilities, labels)
 
 
-def evaluate_predictions(probabilities, labels):
+def evaluate_predictions(probabilities: np.ndarray, labels: np.ndarray) -> dict:
     """Counts what went wrong, per class, given the predicted probabilities.
 
     Returns:
@@ -174,7 +181,7 @@ def evaluate_predictions(probabilities, labels):
     return metrics, predicted
 
 
-def confusion_matrix(labels, predicted):
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """Counts (true class, predicted class) pairs in a 10x10 int array."""
     matrix = np.zeros((config.NUM_CLASSES, config.NUM_CLASSES), dtype=np.int64)
     np.add.at(matrix, (labels, predicted), 1)
@@ -184,25 +191,28 @@ def confusion_matrix(labels, predicted):
 class Stopwatch:
     """Measures the wall time of a block: `with Stopwatch() as watch: ...`."""
 
-    def __enter__(self):
+    def __enter__(self) -> "Stopwatch":
         self.start = time.perf_counter()
         self.seconds = 0.0
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.seconds = time.perf_counter() - self.start
 
 
-def atomic_write(path, write):
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Writes a file through `write(temporary_path)`, then renames it to `path`.
 
     The temporary file sits in the same folder, so the rename is atomic: a run
     that fails or is interrupted leaves any previous file at `path` untouched.
+    Temporary files that killed writes of `path` left are removed first (see
+    `leftovers`), with a line on stderr for each.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    leftovers.clean_temporary_files(path)
     handle, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix
+        dir=path.parent, prefix=leftovers.temporary_file_prefix(path), suffix=path.suffix
     )
     os.close(handle)
     try:
@@ -217,7 +227,7 @@ def atomic_write(path, write):
         raise
 
 
-def save_model(model, path):
+def save_model(model: keras.Model, path: str | Path) -> None:
     """Saves `model` for inference as HDF5, atomically (see `atomic_write`).
 
     The optimizer state is left out: it would triple the file, and the file

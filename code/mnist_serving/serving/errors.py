@@ -1,9 +1,11 @@
-"""Errors as TensorFlow Serving reports them: a status code, a message, an HTTP code.
+"""The server's two error types: a failed request or load, and a bad configuration.
 
-Every failure the server reports carries one of TensorFlow's status codes
-(`INVALID_ARGUMENT`, `NOT_FOUND`, ...). The REST layer maps the code to an
-HTTP status exactly as TF Serving's `ToHTTPStatusCode` does, and TensorFlow
-runtime errors keep their own code and the first lines of their message.
+Every failure the server reports to a client carries one of TensorFlow's
+status codes (`INVALID_ARGUMENT`, `NOT_FOUND`, ...). The REST transport maps
+the code to an HTTP status exactly as TF Serving's `ToHTTPStatusCode` does,
+and TensorFlow runtime errors keep their own code and the first lines of
+their message. Flags and files that cannot work raise `ConfigError`, which
+`model_server.py` prints as one line.
 """
 
 import re
@@ -52,20 +54,26 @@ HTTP_STATUS = {
 }
 
 
+class ConfigError(Exception):
+    """Flags or configuration files the server cannot work with; the message is one line."""
+
+
 class ServingError(Exception):
     """A failed request or load: TensorFlow status code name and message."""
 
-    def __init__(self, code, message):
+    def __init__(self, code: str, message: str, http_status: int | None = None):
+        """An error of status `code`; `http_status` overrides TF Serving's mapping of it."""
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
-    def http_status(self):
+    def http_status(self) -> int:
         """The HTTP status TF Serving answers with for this code."""
-        return HTTP_STATUS.get(self.code, 500)
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
 
@@ -78,7 +86,7 @@ _OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\]\s*$")
 MAX_ERROR_LINES = 2
 
 
-def from_tensorflow_error(error):
+def from_tensorflow_error(error: Exception) -> ServingError:
     """A ServingError from an exception raised while running a model.
 
     TensorFlow's `OpError`s keep their status code; the Python-side errors a
@@ -100,7 +108,7 @@ def from_tensorflow_error(error):
     return ServingError(code, first_lines(text) or type(error).__name__)
 
 
-def first_lines(text, limit=MAX_ERROR_LINES):
+def first_lines(text: str, limit: int = MAX_ERROR_LINES) -> str:
     """The first `limit` lines of an error message that carry information."""
     lines = [line.rstrip() for line in str(text).splitlines()]
     kept = [line for line in lines if not _NOISE_LINES.match(line)][:limit]

@@ -1,4 +1,4 @@
-"""TF Serving's small config protos, built at runtime, and a strict text parser.
+"""TF Serving's small config protos, built at runtime, and a strict text-format reader.
 
 The tensorflow-serving-api package ships the request, response and model
 config protos but not `BatchingParameters` (session_bundle_config.proto) nor
@@ -18,6 +18,9 @@ from google.protobuf import (
     text_format,
     wrappers_pb2,
 )
+from google.protobuf import message as protobuf_message
+
+from mnist_serving.serving.errors import ConfigError
 
 _PACKAGE = "tensorflow.serving"
 _FIELD = descriptor_pb2.FieldDescriptorProto
@@ -43,19 +46,12 @@ _MONITORING_FIELDS = [
 ]
 
 
-class ProtoTextError(Exception):
-    """A config file that is missing, unreadable or not valid text protobuf."""
-
-
 def _add_message(file_proto, name, fields):
     message = file_proto.message_type.add(name=name)
     for field_name, number, field_type, type_name in fields:
         field = message.field.add(name=field_name, number=number, type=field_type)
-        field.label = (
-            _FIELD.LABEL_REPEATED
-            if field_name == "allowed_batch_sizes"
-            else (_FIELD.LABEL_OPTIONAL)
-        )
+        repeated = field_name == "allowed_batch_sizes"
+        field.label = _FIELD.LABEL_REPEATED if repeated else _FIELD.LABEL_OPTIONAL
         if type_name:
             field.type_name = type_name
 
@@ -86,27 +82,29 @@ BatchingParametersProto = _CLASSES["BatchingParameters"]
 MonitoringConfigProto = _CLASSES["MonitoringConfig"]
 
 
-def parse_text_file(path, message_class, flag):
+def parse_text_file(
+    path: str | Path, message_class: type[protobuf_message.Message], flag: str
+) -> protobuf_message.Message:
     """Reads `path` as a text protobuf of `message_class`.
 
     Args:
         path: The file.
-        message_class: BatchingParametersProto or MonitoringConfigProto.
+        message_class: A protobuf message class, e.g. BatchingParametersProto.
         flag: The command-line flag that named the file, for messages.
 
     Raises:
-        ProtoTextError: One line saying which file and what is wrong.
+        ConfigError: One line saying which file and what is wrong.
     """
     path = Path(path)
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        raise ProtoTextError(f"{flag}: cannot read {path}: {reason}") from None
+        raise ConfigError(f"{flag}: cannot read {path}: {reason}") from None
     message = message_class()
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
         name = message_class.DESCRIPTOR.name
-        raise ProtoTextError(f"{flag}: {path} is not a valid {name}: {error}") from None
+        raise ConfigError(f"{flag}: {path} is not a valid {name}: {error}") from None
     return message

@@ -25,11 +25,14 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from mnist_serving.status import ServingError
-from mnist_serving.text_protos import BatchingParametersProto, parse_text_file
+from mnist_serving.serving.config_protos import BatchingParametersProto, parse_text_file
+from mnist_serving.serving.errors import ConfigError, ServingError
+from mnist_serving.serving.loaded_version import LoadedVersion
+from mnist_serving.serving.metrics import Metrics
 
 LOGGER = logging.getLogger("model_server")
 
@@ -43,22 +46,17 @@ class BatchingParameters:
     max_enqueued_batches: int = 10
     num_batch_threads: int = os.cpu_count() or 1
     thread_pool_name: str = "model_server_batch_threads"
-    allowed_batch_sizes: tuple = ()
+    allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
     enable_large_batch_splitting: bool = False
     max_execution_batch_size: int = 0  # 0: same as max_batch_size.
 
 
-class BatchingConfigError(Exception):
-    """Batching parameters that TF Serving would refuse."""
-
-
-def read_batching_parameters(path):
+def read_batching_parameters(path: str | Path) -> BatchingParameters:
     """Parses and checks a `--batching_parameters_file`.
 
     Raises:
-        text_protos.ProtoTextError: Unreadable file or invalid text proto.
-        BatchingConfigError: Values TF Serving refuses.
+        ConfigError: Unreadable file, invalid text proto, or values TF Serving refuses.
     """
     proto = parse_text_file(path, BatchingParametersProto, "--batching_parameters_file")
     parameters = BatchingParameters()
@@ -79,22 +77,22 @@ def read_batching_parameters(path):
     return parameters
 
 
-def check_batching_parameters(parameters):
-    """Raises BatchingConfigError for values TF Serving would refuse."""
+def check_batching_parameters(parameters: BatchingParameters) -> None:
+    """Raises ConfigError for values TF Serving would refuse."""
     if parameters.max_batch_size < 1:
-        raise BatchingConfigError("max_batch_size must be positive")
+        raise ConfigError("max_batch_size must be positive")
     if parameters.batch_timeout_micros < 0:
-        raise BatchingConfigError("batch_timeout_micros must be non-negative")
+        raise ConfigError("batch_timeout_micros must be non-negative")
     if parameters.max_enqueued_batches < 1:
-        raise BatchingConfigError("max_enqueued_batches must be positive")
+        raise ConfigError("max_enqueued_batches must be positive")
     if parameters.num_batch_threads < 1:
-        raise BatchingConfigError("num_batch_threads must be positive")
+        raise ConfigError("num_batch_threads must be positive")
     if parameters.max_execution_batch_size < 0:
-        raise BatchingConfigError("max_execution_batch_size must be non-negative")
+        raise ConfigError("max_execution_batch_size must be non-negative")
     sizes = parameters.allowed_batch_sizes
     if sizes:
         if any(size < 1 for size in sizes) or list(sizes) != sorted(set(sizes)):
-            raise BatchingConfigError(
+            raise ConfigError(
                 "allowed_batch_sizes entries must be positive and in increasing order"
             )
         expected = execution_batch_size(parameters)
@@ -102,15 +100,15 @@ def check_batching_parameters(parameters):
             name = (
                 "max_batch_size"
                 if expected == parameters.max_batch_size
-                else ("max_execution_batch_size")
+                else "max_execution_batch_size"
             )
-            raise BatchingConfigError(
+            raise ConfigError(
                 f"Last entry in allowed_batch_sizes must match {name}; last "
                 f"entry was {sizes[-1]}; expected {expected}"
             )
 
 
-def execution_batch_size(parameters):
+def execution_batch_size(parameters: BatchingParameters) -> int:
     """The most rows one model run takes.
 
     `max_batch_size` (also the largest request accepted), unless large batch
@@ -150,7 +148,7 @@ class _Queue:
 class BatchScheduler:
     """Queues per servable signature, drained by a pool of batch threads."""
 
-    def __init__(self, parameters, metrics=None):
+    def __init__(self, parameters: BatchingParameters, metrics: Metrics | None = None):
         self.parameters = parameters
         self.metrics = metrics
         self._execution_limit = execution_batch_size(parameters)
@@ -166,7 +164,7 @@ class BatchScheduler:
         for thread in self._threads:
             thread.start()
 
-    def close(self, timeout=30.0):
+    def close(self, timeout: float = 30.0) -> None:
         """Stops the batch threads once the queued work is done (waits `timeout` s)."""
         with self._condition:
             self._stopping = True
@@ -175,14 +173,20 @@ class BatchScheduler:
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def forget_version(self, model_name, version):
+    def forget_version(self, model_name: str, version: int) -> None:
         """Drops the empty queues of an unloaded version (the others drain first)."""
         with self._condition:
             for key in [k for k in self._queues if k[:2] == (model_name, version)]:
                 if not self._queues[key].tasks:
                     del self._queues[key]
 
-    def run(self, servable, signature_key, tensors, timeout):
+    def run(
+        self,
+        servable: LoadedVersion,
+        signature_key: str,
+        tensors: dict[str, np.ndarray],
+        timeout: float | None,
+    ) -> dict[str, np.ndarray]:
         """Runs a request through its queue; returns alias -> numpy outputs.
 
         Args:
@@ -252,7 +256,7 @@ class BatchScheduler:
             queue.rows += task.size
             self._condition.notify()
         if self.metrics is not None:
-            self.metrics.batch_input_size.add(task.size)
+            self.metrics.batch_input_size.observe(task.size)
         return task
 
     def _take_batch(self):
@@ -305,15 +309,17 @@ class BatchScheduler:
         started = time.monotonic()
         if self.metrics is not None:
             for task in batch:
-                self.metrics.batch_queuing_latency.add(
-                    (started - task.enqueued) * 1e6, self.parameters.thread_pool_name
+                self.metrics.batch_queuing_latency.labels(self.parameters.thread_pool_name).observe(
+                    (started - task.enqueued) * 1e6
                 )
         try:
             merged, rows, padded_rows = self._merge(batch)
             if self.metrics is not None:
-                self.metrics.batch_processed_size.add(padded_rows)
+                self.metrics.batch_processed_size.observe(padded_rows)
                 if padded_rows > rows:
-                    self.metrics.batch_padding_size.add(padded_rows - rows, str(padded_rows))
+                    self.metrics.batch_padding_size.labels(str(padded_rows)).observe(
+                        padded_rows - rows
+                    )
             outputs = queue.servable.run(queue.signature_key, merged)
             for alias, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != padded_rows:

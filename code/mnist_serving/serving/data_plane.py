@@ -1,0 +1,139 @@
+"""The data plane: what every transport (REST today, gRPC next) calls into.
+
+It owns the model manager (versions, labels, status), the batching scheduler,
+the pool of worker threads that runs TensorFlow, and the metrics. Transports
+parse their protocol, then ask the data plane to resolve a model, run a
+signature and report status; they never touch threads or TensorFlow.
+
+TensorFlow runs on a bounded pool of worker threads so that the event loop
+never blocks on it: when every worker is busy and the queue behind them is
+full, a request is refused at once with UNAVAILABLE (HTTP 503), as TF Serving
+answers when its batching queue is full, instead of waiting in an unbounded
+queue.
+"""
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+
+from mnist_serving.serving.batching import BatchScheduler
+from mnist_serving.serving.errors import ServingError
+from mnist_serving.serving.loaded_version import LoadedVersion
+from mnist_serving.serving.manager import ModelManager
+from mnist_serving.serving.metrics import Metrics
+from mnist_serving.serving.options import ServerOptions
+
+LOGGER = logging.getLogger("model_server")
+Result = TypeVar("Result")
+
+
+class WorkerPool:
+    """A fixed number of threads with a bounded queue, used from the event loop."""
+
+    def __init__(self, threads: int, max_queued: int):
+        self.threads = threads
+        self.capacity = threads + max_queued
+        self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="worker")
+        self._pending = 0  # Running or queued; only changed on the event loop's thread.
+
+    async def run(self, work: Callable[[], Result], timeout: float | None) -> Result:
+        """Runs `work()` on a worker thread and waits up to `timeout` seconds for it.
+
+        Raises:
+            ServingError: UNAVAILABLE at once when the pool and its queue are
+                full; DEADLINE_EXCEEDED after `timeout`. A timed-out call
+                keeps its thread until TensorFlow returns, and keeps counting
+                against the pool's capacity until then.
+        """
+        if self._pending >= self.capacity:
+            raise ServingError(
+                "UNAVAILABLE",
+                f"The server is at capacity: {self.threads} requests running and "
+                f"{self.capacity - self.threads} queued; retry later",
+            )
+        loop = asyncio.get_running_loop()
+        self._pending += 1
+        future = self._executor.submit(work)
+        future.add_done_callback(lambda _: _call_soon(loop, self._finished))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            raise ServingError("DEADLINE_EXCEEDED", "Timed out waiting for notification") from None
+
+    def _finished(self) -> None:
+        self._pending -= 1
+
+    def close(self) -> None:
+        """Stops taking work; whatever still runs has no client waiting any more."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Hands `callback` to the event loop from a worker thread, unless the loop has ended."""
+    # RuntimeError: the server stopped while TensorFlow was still computing.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)
+
+
+class DataPlane:
+    """Models, batching, worker threads and metrics behind every transport."""
+
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.metrics = Metrics()
+        self.scheduler = None
+        if options.batching_parameters is not None:
+            self.scheduler = BatchScheduler(options.batching_parameters, self.metrics)
+        self.manager = ModelManager(
+            list(options.models),
+            poll_wait_seconds=options.file_system_poll_wait_seconds,
+            warmup_iterations=options.warmup_iterations,
+            allow_labels_for_unavailable_models=(
+                options.allow_version_labels_for_unavailable_models
+            ),
+            on_change=self._version_changed,
+        )
+        self.workers = WorkerPool(
+            options.rest_api_num_threads, options.rest_api_max_queued_requests
+        )
+
+    def _version_changed(self, model_name: str, version: int, state: str) -> None:
+        if self.scheduler is not None and state == "END":
+            self.scheduler.forget_version(model_name, version)
+
+    async def infer(self, work: Callable[[], Result]) -> Result:
+        """Runs `work()` (parse, `run`, encode) on a worker within `--rest_api_timeout_in_ms`."""
+        return await self.workers.run(work, self.options.timeout_seconds)
+
+    def resolve(self, model_name: str, version: int | None, label: str | None) -> LoadedVersion:
+        """The loaded version a request addresses (404/400 with TF Serving's messages)."""
+        return self.manager.resolve(model_name, version, label)
+
+    def run(
+        self, servable: LoadedVersion, signature_key: str, tensors: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Runs a signature, through the batching queues when batching is on (worker threads)."""
+        if self.scheduler is not None:
+            return self.scheduler.run(servable, signature_key, tensors, None)
+        return servable.run(signature_key, tensors)
+
+    def record_request(
+        self, model_name: str, api: str, code: str, seconds: float, entrypoint: str
+    ) -> None:
+        """Counts one request as TF Serving does: every status, and the latency of OK ones."""
+        self.metrics.request_count.labels(model_name, code).inc()
+        if code == "OK":
+            self.metrics.request_latency.labels(model_name, api, entrypoint).observe(seconds * 1e6)
+
+    def close(self) -> None:
+        """Stops polling, batching and the workers (after the transports stopped)."""
+        self.manager.stop()
+        if self.scheduler is not None:
+            # Whatever is still queued has no client waiting any more.
+            self.scheduler.close(timeout=1.0)
+        self.workers.close()

@@ -1,0 +1,121 @@
+"""Everything model_server.py's flags decide, checked and read once, as typed options.
+
+The field names are the flags' names (tensorflow_model_server's), so a flag
+is called the same from the command line to the code that uses it. The files
+the flags name (model config, batching parameters, monitoring config) are
+read here, once, so that a bad file stops the program before any model loads.
+"""
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_serving import config
+from mnist_serving.serving.batching import BatchingParameters, read_batching_parameters
+from mnist_serving.serving.errors import ConfigError
+from mnist_serving.serving.metrics import read_monitoring_config
+from mnist_serving.serving.model_config import ModelConfig, read_model_config_file
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+# TF Serving's --rest_api_num_threads default: 4 per CPU.
+DEFAULT_REST_API_NUM_THREADS = 4 * (os.cpu_count() or 1)
+DEFAULT_MAX_QUEUED_REQUESTS = 128
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The server's settings, named after tensorflow_model_server's flags."""
+
+    models: tuple[ModelConfig, ...]
+    rest_api_host: str = config.REST_HOST
+    rest_api_port: int = config.REST_PORT
+    model_config_file: str | None = None
+    model_config_file_poll_wait_seconds: float = 0.0
+    file_system_poll_wait_seconds: float = 1.0
+    rest_api_timeout_in_ms: int = 30000
+    rest_api_num_threads: int = DEFAULT_REST_API_NUM_THREADS
+    rest_api_max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
+    rest_api_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    batching_parameters: BatchingParameters | None = None  # None: batching off.
+    prometheus_path: str | None = None  # None: no metrics page.
+    rest_api_enable_cors_support: bool = False
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 1
+    tensorflow_intra_op_parallelism: int = 0  # 0: TensorFlow's choice.
+    tensorflow_inter_op_parallelism: int = 0
+    allow_version_labels_for_unavailable_models: bool = False
+    verbose: bool = False
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """`--rest_api_timeout_in_ms` in seconds; None for no limit."""
+        timeout = self.rest_api_timeout_in_ms
+        return timeout / 1000.0 if timeout > 0 else None
+
+    @property
+    def warmup_iterations(self) -> int:
+        """Replays of each warm-up record when a version loads (0: warm-up off)."""
+        return self.num_request_iterations_for_warmup if self.enable_model_warmup else 0
+
+
+def options_from_flags(args: argparse.Namespace) -> ServerOptions:
+    """Checks model_server.py's parsed flags and reads the files they name.
+
+    Raises:
+        ConfigError: Any problem with the flags or the files they point at,
+            with TF Serving's message where it has one.
+    """
+    if not 0 <= args.rest_api_port <= 65535:
+        raise ConfigError(f"--rest_api_port must be between 0 and 65535, got {args.rest_api_port}")
+    for flag in ("rest_api_max_request_bytes", "rest_api_num_threads"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(f"--{flag} must be positive")
+    if args.rest_api_max_queued_requests < 0:
+        raise ConfigError("--rest_api_max_queued_requests must not be negative")
+    if args.batching_parameters_file and not args.enable_batching:
+        raise ConfigError(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    if args.model_config_file:
+        models = read_model_config_file(args.model_config_file)
+    elif not args.model_base_path:
+        raise ConfigError(
+            "Both server_options.model_base_path and server_options.model_config_file are empty!"
+        )
+    elif not args.model_name:
+        raise ConfigError("--model_name must not be empty")
+    else:
+        models = [ModelConfig(name=args.model_name, base_path=str(Path(args.model_base_path)))]
+    batching = None
+    if args.enable_batching:
+        batching = (
+            read_batching_parameters(args.batching_parameters_file)
+            if args.batching_parameters_file
+            else BatchingParameters()
+        )
+    prometheus_path = (
+        read_monitoring_config(args.monitoring_config_file) if args.monitoring_config_file else None
+    )
+    return ServerOptions(
+        models=tuple(models),
+        rest_api_host=args.rest_api_host,
+        rest_api_port=args.rest_api_port,
+        model_config_file=args.model_config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        rest_api_num_threads=args.rest_api_num_threads,
+        rest_api_max_queued_requests=args.rest_api_max_queued_requests,
+        rest_api_max_request_bytes=args.rest_api_max_request_bytes,
+        batching_parameters=batching,
+        prometheus_path=prometheus_path,
+        rest_api_enable_cors_support=args.rest_api_enable_cors_support,
+        enable_model_warmup=args.enable_model_warmup,
+        num_request_iterations_for_warmup=args.num_request_iterations_for_warmup,
+        tensorflow_intra_op_parallelism=args.tensorflow_intra_op_parallelism,
+        tensorflow_inter_op_parallelism=args.tensorflow_inter_op_parallelism,
+        allow_version_labels_for_unavailable_models=args.allow_version_labels_for_unavailable_models,
+        verbose=args.verbose,
+    )
