@@ -69,19 +69,6 @@ def parse_arguments(argv=None):
     return arguments
 
 
-def read_metrics(metrics_file):
-    """The metrics JSON as a dict; {} when there is none."""
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise calibration.CalibrationError(f"cannot read {metrics_file}: {error}") from None
-    if not isinstance(metrics, dict):
-        raise calibration.CalibrationError(f"{metrics_file} is not a JSON object")
-    return metrics
-
-
 def run_settings(arguments, metrics, metrics_file):
     """(seed, validation size, limit) of the training run: flags first, then the metrics."""
     seed = arguments.seed if arguments.seed is not None else metrics.get("seed")
@@ -97,7 +84,7 @@ def run_settings(arguments, metrics, metrics_file):
 
 def calibrate(arguments):
     metrics_file = config.metrics_path(arguments.model)
-    metrics = read_metrics(metrics_file)
+    metrics = calibration.read_metrics(metrics_file) if metrics_file.exists() else {}
     seed, validation_size, limit = run_settings(arguments, metrics, metrics_file)
 
     from mnist_serving import data, export, training

@@ -162,7 +162,11 @@ def test_calibrate_model_without_metrics_asks_for_the_runs_split(smoke_training,
         ("{not json", "cannot read"),
         ('{"calibration": {"temperature": 0}}', "temperature must be a finite number above 0"),
         ('{"calibration": {"temperature": "hot"}}', "temperature must be a number"),
+        ("[1.0]", "is not a JSON object"),
+        ('{"seed": 1}', "records no temperature"),
+        (" " * (calibration.MAX_METRICS_BYTES + 1), "is over 1000000 bytes"),
     ],
+    ids=["missing", "not JSON", "zero", "not a number", "a list", "no calibration", "too large"],
 )
 def test_a_missing_or_bad_temperature_is_a_clear_error(tmp_path, content, message):
     metrics_file = tmp_path / "cnnModel.metrics.json"

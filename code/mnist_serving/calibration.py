@@ -28,6 +28,8 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 # Probabilities are floored here before their logarithm: float32's smallest
 # normal number, so a probability that rounded to 0 stays finite.
 PROBABILITY_FLOOR = float(np.finfo(np.float32).tiny)
+# The trainer's metrics JSON is a few kilobytes; anything far larger is not one.
+MAX_METRICS_BYTES = 1_000_000
 
 
 class CalibrationError(Exception):
@@ -210,6 +212,32 @@ def check_temperature(temperature: float) -> float:
     return value
 
 
+def read_metrics(metrics_file: str | Path) -> dict:
+    """A model's metrics JSON (`config.metrics_path`), as a dict.
+
+    Raises:
+        CalibrationError: The file is missing, larger than MAX_METRICS_BYTES,
+            or not a JSON object.
+    """
+    metrics_file = Path(metrics_file)
+    try:
+        with metrics_file.open("rb") as handle:
+            text = handle.read(MAX_METRICS_BYTES + 1)
+    except FileNotFoundError:
+        raise CalibrationError(f"no metrics file {metrics_file}") from None
+    except OSError as error:
+        raise CalibrationError(f"cannot read {metrics_file}: {error.strerror}") from None
+    if len(text) > MAX_METRICS_BYTES:
+        raise CalibrationError(f"{metrics_file} is over {MAX_METRICS_BYTES} bytes")
+    try:
+        metrics = json.loads(text)
+    except ValueError as error:
+        raise CalibrationError(f"cannot read {metrics_file}: {error}") from None
+    if not isinstance(metrics, dict):
+        raise CalibrationError(f"{metrics_file} is not a JSON object")
+    return metrics
+
+
 def read_temperature(metrics_file: str | Path) -> float:
     """The fitted temperature recorded in a model's metrics JSON.
 
@@ -217,14 +245,7 @@ def read_temperature(metrics_file: str | Path) -> float:
         CalibrationError: The file is missing, unreadable, or holds no
             calibration (written by a trainer older than calibration).
     """
-    metrics_file = Path(metrics_file)
-    try:
-        metrics = json.loads(metrics_file.read_text())
-    except FileNotFoundError:
-        raise CalibrationError(f"no metrics file {metrics_file}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise CalibrationError(f"cannot read {metrics_file}: {error}") from None
-    calibration = metrics.get("calibration") if isinstance(metrics, dict) else None
+    calibration = read_metrics(metrics_file).get("calibration")
     if not isinstance(calibration, dict) or "temperature" not in calibration:
         raise CalibrationError(f"{metrics_file} records no temperature")
     try:

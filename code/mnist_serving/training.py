@@ -244,7 +244,7 @@ def save_model(model: keras.Model, path: str | Path) -> None:
         absl_logger.setLevel(level)
 
 
-def format_duration(seconds):
+def format_duration(seconds: float) -> str:
     """A duration as people say it: `40 s`, `12 min`, `1 h 05 min`."""
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -264,7 +264,7 @@ class RunTimeEstimate(keras.callbacks.Callback):
     epoch's validation and the evaluation after training come on top.
     """
 
-    def __init__(self, total_steps, skip=2, measured=10):
+    def __init__(self, total_steps: int, skip: int = 2, measured: int = 10) -> None:
         super().__init__()
         self.total_steps = total_steps
         self.skip = skip
