@@ -16,9 +16,10 @@ MODEL := code/cnnModel.h5
 # change no weight, so editing them does not cost a training run
 # (tests/test_makefile.py keeps this list in step with the trainer's imports).
 TRAINING_SOURCES := data/mnist.npz requirements.txt code/model_trainer.py \
-	$(addprefix code/mnist_serving/,__init__.py calibration.py config.py data.py model.py training.py)
+	$(addprefix code/mnist_serving/,__init__.py calibration.py config.py data.py \
+		distributed.py model.py training.py)
 
-.PHONY: help venv demo test lint train export serve classify clean
+.PHONY: help venv demo test lint fonts train export serve web classify clean
 
 help:
 	@echo "make demo      train (unless code/cnnModel.h5 is up to date), export, serve locally"
@@ -27,8 +28,10 @@ help:
 	@echo "make train     code/model_trainer.py (5 epochs), even if the model is up to date"
 	@echo "make export    code/export_model.py (next version of my_digit_classifier/)"
 	@echo "make serve     code/model_server.py in the foreground (Ctrl-C stops it)"
+	@echo "make web       the drawing page and model_server.py (Ctrl-C stops both)"
 	@echo "make classify  code/serving_request.py on test_images/ (needs a server)"
 	@echo "make lint      ruff check and ruff format --check on code/, tests/ and bench/"
+	@echo "make fonts     the handwriting fonts of bench/photo_bench.py (Debian packages, as root)"
 	@echo "make clean     remove .venv, the trained model and its exports"
 
 $(RUNTIME_STAMP): requirements.txt
@@ -49,6 +52,19 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff check code tests bench
 	$(BIN)/ruff format --check code tests bench
 
+# The Debian packages of bench/handwriting_fonts.txt; apt-get runs only when
+# one of its font files is missing.
+FONT_LIST := bench/handwriting_fonts.txt
+FONT_PACKAGES = $(shell awk '!/^\#/ && NF {print $$1}' $(FONT_LIST) | sort -u)
+FONT_FILES = $(shell awk '!/^\#/ && NF {print $$2}' $(FONT_LIST))
+fonts:
+	@if ls $(FONT_FILES) > /dev/null 2>&1; then \
+		echo "handwriting fonts: installed"; \
+	else \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES); \
+	fi
+
 train: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_trainer.py
 
@@ -62,6 +78,11 @@ export: $(RUNTIME_STAMP)
 
 serve: $(RUNTIME_STAMP)
 	$(BIN)/python code/model_server.py
+
+# The drawing page (web/) on http://localhost:8000/ with model_server.py
+# (CORS on) on 8501; code/web_demo.py --help for other ports or a Docker server.
+web: $(RUNTIME_STAMP)
+	$(BIN)/python code/web_demo.py
 
 classify: $(RUNTIME_STAMP)
 	cd code && ../$(BIN)/python serving_request.py -i ../test_images

@@ -12,6 +12,7 @@ Typical usage example:
 """
 
 import argparse
+import math
 from pathlib import Path
 
 import cv2
@@ -95,8 +96,23 @@ TRANSPARENT = {"name": "transparent_9.png", "index": 9, "size": 280, "digit_heig
 # A flatbed scan stored with 16 bits per pixel.
 SCAN_16_BIT = {"name": "scan16_6.png", "index": 11, "size": 200, "digit_height": 150}
 
-# The example shown step by step in figures/preprocessing.png.
-FIGURE_EXAMPLE = "photo_3.jpg"
+# The example shown step by step in figures/preprocessing.png: a small digit
+# written with a thin pen, in a large photo (drawn in memory, not a file of
+# test_images/).
+FIGURE_PHOTO = {
+    "name": "a 7 in a 3000x2250 photo",
+    "index": 26,
+    "size": (3000, 2250),
+    "digit_height": 250,
+    "centre": (0.56, 0.4),
+    "angle": 5.0,
+    "stroke": 0.3,
+    "paper": (214, 226, 232),
+    "ink": (140, 60, 25),
+    "light": (0.75, 1.0),
+    "blur": 1.0,
+    "noise": 3.0,
+}
 
 JPEG_QUALITY = 85
 
@@ -128,10 +144,22 @@ def ink_coverage(digit, height, stroke, angle):
     # at a higher intensity (eroding would cut the faint joins instead).
     thinning = max(0.0, 1.0 - stroke) / (1.0 - THINNEST_STROKE)
     edge = EDGE_LEVEL + (RIDGE_LEVEL - EDGE_LEVEL) * thinning
-    coverage = np.clip((enlarged - edge) / EDGE_SOFTNESS, 0.0, 1.0)
-    side = coverage.shape[0]
+    return turned(np.clip((enlarged - edge) / EDGE_SOFTNESS, 0.0, 1.0), angle)
+
+
+def turned(coverage, angle):
+    """A coverage map turned by `angle` degrees about its centre, in a square
+    with room for the turn."""
+    side = max(coverage.shape)
+    vertical, horizontal = side - coverage.shape[0], side - coverage.shape[1]
     padded = cv2.copyMakeBorder(
-        coverage, side // 4, side // 4, side // 4, side // 4, cv2.BORDER_CONSTANT, value=0
+        coverage,
+        side // 4 + vertical // 2,
+        side // 4 + vertical - vertical // 2,
+        side // 4 + horizontal // 2,
+        side // 4 + horizontal - horizontal // 2,
+        cv2.BORDER_CONSTANT,
+        value=0,
     )
     centre = (padded.shape[1] / 2, padded.shape[0] / 2)
     rotation = cv2.getRotationMatrix2D(centre, angle, 1.0)
@@ -174,24 +202,85 @@ def paper_texture(size, rng, strength=0.02):
 
 
 def draw_photo(digit, spec, rng):
-    """A BGR (or grey) uint8 photo of `digit` as `spec` describes."""
+    """A BGR (or grey) uint8 photo of the MNIST `digit` as `spec` describes."""
     coverage = ink_coverage(digit, spec["digit_height"], spec["stroke"], spec["angle"])
-    ink = place(coverage, spec["size"], spec["centre"])[..., np.newaxis]
-    light = lighting(spec["size"], *spec["light"], rng)[..., np.newaxis]
+    return photograph(coverage, spec, rng)
+
+
+def photograph(coverage, spec, rng):
+    """A BGR (or grey) uint8 photo of ink whose `coverage` map (0..1) `spec` describes.
+
+    Besides the keys of PHOTOS (`digit_height` and `stroke` aside), `spec` may
+    have `shadow` (the light in a shadow with a soft edge across the page),
+    `motion` (the length in pixels of a straight camera shake), `texture`
+    (the paper's or board's unevenness, 0.02 by default) and `grain` (the
+    share of a chalk stroke's pixels that the chalk misses).
+    """
+    ink = place(coverage, spec["size"], spec["centre"])
+    if spec.get("grain"):
+        ink *= chalk_grain(spec["size"], spec["grain"], rng)
+    ink = ink[..., np.newaxis]
+    light = lighting(spec["size"], *spec["light"], rng)
+    if spec.get("shadow"):
+        light *= shadow(spec["size"], spec["shadow"], rng)
     paper = (
         np.array(spec["paper"], dtype=np.float32)
-        * paper_texture(spec["size"], rng)[..., np.newaxis]
+        * paper_texture(spec["size"], rng, spec.get("texture", 0.02))[..., np.newaxis]
     )
     pen = np.array(spec["ink"], dtype=np.float32)
-    photo = (paper * (1.0 - ink) + pen * ink) * light
+    photo = (paper * (1.0 - ink) + pen * ink) * light[..., np.newaxis]
     if spec["blur"]:
         photo = cv2.GaussianBlur(photo, (0, 0), spec["blur"])
+    if spec.get("motion"):
+        photo = cv2.filter2D(photo, -1, motion_kernel(spec["motion"], rng.uniform(0, 180)))
     if spec["noise"]:
         photo = photo + rng.normal(0.0, spec["noise"], photo.shape).astype(np.float32)
     photo = np.clip(np.rint(photo), 0, 255).astype(np.uint8)
     if spec.get("grey"):
         photo = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
     return photo
+
+
+def shadow(size, depth, rng):
+    """Light falling to `depth` (0..1) beyond a soft-edged line across the page,
+    as under a hand or a phone held over the paper."""
+    width, height = size
+    angle = rng.uniform(0, 2 * np.pi)
+    columns, rows = np.meshgrid(
+        np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32)
+    )
+    # The edge passes through a random point of the middle of the page.
+    across = (columns - rng.uniform(0.3, 0.7) * width) * np.cos(angle) + (
+        rows - rng.uniform(0.3, 0.7) * height
+    ) * np.sin(angle)
+    softness = rng.uniform(0.01, 0.1) * max(width, height)
+    inside = 1.0 / (1.0 + np.exp(np.clip(across / softness, -50, 50)))
+    return (1.0 - (1.0 - depth) * inside).astype(np.float32)
+
+
+def motion_kernel(length, angle):
+    """A normalised line of `length` pixels at `angle` degrees: a straight camera shake."""
+    side = 2 * math.ceil(length / 2) + 1
+    kernel = np.zeros((side, side), dtype=np.float32)
+    centre = side // 2
+    dx, dy = length / 2 * math.cos(math.radians(angle)), length / 2 * math.sin(math.radians(angle))
+    # Drawn with sub-pixel precision (4 fractional bits), anti-aliased.
+    shift = 16
+    start = (round((centre - dx) * shift), round((centre - dy) * shift))
+    end = (round((centre + dx) * shift), round((centre + dy) * shift))
+    cv2.line(kernel, start, end, 1.0, 1, cv2.LINE_AA, shift=4)
+    return kernel / kernel.sum()
+
+
+def chalk_grain(size, missed, rng):
+    """Where chalk leaves its mark (0..1): a stroke misses about `missed` of the
+    board in small grains, where the board's surface is low."""
+    width, height = size
+    surface = cv2.GaussianBlur(
+        rng.normal(0.0, 1.0, (height, width)).astype(np.float32), (0, 0), 1.2
+    )
+    level = np.quantile(surface[::7, ::7], missed)
+    return np.clip((surface - level) / (0.5 * surface.std()) + 0.5, 0.0, 1.0)
 
 
 def draw_transparent(digit, spec):
@@ -246,6 +335,19 @@ def make_test_images(images_dir, mnist_path, seed):
     return written
 
 
+def draw_figure(path, mnist_path, seed):
+    """figures/preprocessing.png: FIGURE_PHOTO, as a phone stores it (JPEG), step by step."""
+    (_, _), (test_images, _) = data.load_mnist(mnist_path)
+    photo = draw_photo(
+        test_images[FIGURE_PHOTO["index"]], FIGURE_PHOTO, np.random.default_rng(seed)
+    )
+    encoded = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1]
+    example = preprocessing.decode_image(encoded.tobytes())
+    return figures.plot_preprocessing_steps(
+        example, path, title=f"A thin, small digit: {FIGURE_PHOTO['name']}, to MNIST form"
+    )
+
+
 def source_indexes():
     """{file name: index of its MNIST test digit} for every image written."""
     indexes = dict(MNIST_EXAMPLES)
@@ -268,7 +370,7 @@ def main():
         type=Path,
         default=config.FIGURES_DIR / "preprocessing.png",
         help="figure of the preprocessing steps on "
-        f"{FIGURE_EXAMPLE} (default: {config.FIGURES_DIR / 'preprocessing.png'})",
+        f"{FIGURE_PHOTO['name']} (default: {config.FIGURES_DIR / 'preprocessing.png'})",
     )
     parser.add_argument(
         "--mnist",
@@ -282,10 +384,7 @@ def main():
     arguments = parser.parse_args()
     for path in make_test_images(arguments.images_dir, arguments.mnist, arguments.seed):
         print(f"{path}  {path.stat().st_size / 1024:.0f} KB")
-    example = preprocessing.read_image(arguments.images_dir / FIGURE_EXAMPLE)
-    figure = figures.plot_preprocessing_steps(
-        example, arguments.figure, title=f"{FIGURE_EXAMPLE} to MNIST form"
-    )
+    figure = draw_figure(arguments.figure, arguments.mnist, arguments.seed)
     print(f"{figure}  {figure.stat().st_size / 1024:.0f} KB")
 
 

@@ -7,10 +7,17 @@ is fitted on the validation set (see mnist_serving/calibration.py). The model
 is saved to `cnnModel.h5` next to this script, its metrics and temperature to
 `cnnModel.metrics.json`, and the figures of the manual to `figures/`.
 
+With a TF_CONFIG that names several workers (as Kubeflow's TFJob sets it), each
+worker runs this script: they train together under
+`tf.distribute.MultiWorkerMirroredStrategy`, and only the chief writes files.
+`train_workers.py` starts such workers on this machine.
+
 Typical usage:
 
     python model_trainer.py
     python model_trainer.py --epochs 1 --limit 2000 --output /tmp/smoke.h5 --figures /tmp/figures
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]},
+                "task": {"type": "worker", "index": 0}}' python model_trainer.py
 """
 
 import argparse
@@ -20,6 +27,9 @@ from pathlib import Path
 
 from mnist_serving import cli, config
 
+# Upper bound of --worker-timeout and --startup-timeout: a day.
+MAX_TIMEOUT_SECONDS = 86400
+
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
@@ -27,7 +37,13 @@ def parse_arguments(argv=None):
         formatter_class=cli.HelpFormatter,
     )
     parser.add_argument("--epochs", type=int, default=5, help="passes over the training set")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per training step")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="images per training step on each worker: with N workers (TF_CONFIG), "
+        "a step takes N times as many",
+    )
     parser.add_argument(
         "--limit",
         type=int,
@@ -60,11 +76,34 @@ def parse_arguments(argv=None):
         "calibration)",
     )
     parser.add_argument("--no-figures", action="store_true", help="do not draw the figures")
+    parser.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with several workers: stop when another worker has not answered for this "
+        "long (heartbeats, gradient exchange); it must exceed the chief's validation "
+        "at the end of each epoch, which the others wait for",
+    )
+    parser.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="with several workers: stop unless all have started within this long",
+    )
     arguments = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "limit"):
         value = getattr(arguments, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    for name in ("worker_timeout", "startup_timeout"):
+        value = getattr(arguments, name)
+        if not 0 < value <= MAX_TIMEOUT_SECONDS:
+            parser.error(
+                f"--{name.replace('_', '-')} must be more than 0 and at most "
+                f"{MAX_TIMEOUT_SECONDS} seconds, got {value:g}"
+            )
     if arguments.validation_size < 0:
         parser.error("--validation-size must be 0 or more")
     if arguments.output.suffix != ".h5":
@@ -87,8 +126,9 @@ def print_per_class(metrics):
 
 
 def train(arguments):
-    from mnist_serving import data
+    from mnist_serving import data, distributed
 
+    cluster = distributed.cluster_from_environment()
     (train_images, train_labels), (test_images, test_labels) = data.load_mnist(arguments.data)
     # TensorFlow is imported only now, so that --help and errors in the
     # arguments or the data answer at once, without its start-up messages.
@@ -108,21 +148,35 @@ def train(arguments):
     if arguments.limit is not None:
         validation_size = min(validation_size, arguments.limit // 10)
 
+    strategy = None
+    if cluster.is_distributed:
+        # Joins the other workers; TensorFlow's distributed runtime starts first.
+        strategy = distributed.start(cluster, arguments.worker_timeout, arguments.startup_timeout)
     training.make_deterministic(arguments.seed)
     (fit_images, fit_labels), (validation_images, validation_labels) = training.split_validation(
         train_images, train_labels, validation_size, arguments.seed
     )
-    classifier = model.build_model()
-    classifier.summary(line_length=100)
+    with distributed.scope(strategy):
+        classifier = model.build_model()
+    if cluster.is_chief:
+        classifier.summary(line_length=100)
 
-    steps_per_epoch = -(-len(fit_images) // arguments.batch_size)
-    training.compile_for_training(classifier, steps_per_epoch * arguments.epochs)
-    dataset = training.make_training_dataset(
-        data.to_model_input(fit_images),
-        training.one_hot(fit_labels),
-        arguments.batch_size,
-        arguments.seed,
+    steps_per_epoch = distributed.steps_per_epoch(
+        len(fit_images), arguments.batch_size, cluster.workers
     )
+    with distributed.scope(strategy):
+        training.compile_for_training(classifier, steps_per_epoch * arguments.epochs)
+
+    def make_dataset(shards=1, shard_index=0):
+        return training.make_training_dataset(
+            data.to_model_input(fit_images),
+            training.one_hot(fit_labels),
+            arguments.batch_size,
+            arguments.seed,
+            shards,
+            shard_index,
+        )
+
     validation = None
     if len(validation_images):
         validation = (data.to_model_input(validation_images), training.one_hot(validation_labels))
@@ -130,16 +184,48 @@ def train(arguments):
         f"Training on {len(fit_images)} images, validating on {len(validation_images)}, "
         f"for {arguments.epochs} epochs"
     )
-    with training.Stopwatch() as stopwatch:
-        # The progress bar on a terminal; one line per epoch in logs and pipes.
-        history = classifier.fit(
-            dataset,
-            epochs=arguments.epochs,
-            validation_data=validation,
-            shuffle=False,  # The dataset shuffles itself, with the seed.
-            verbose=1 if sys.stdout.isatty() else 2,
-            callbacks=[training.RunTimeEstimate(steps_per_epoch * arguments.epochs)],
+    if cluster.is_distributed:
+        print(
+            f"Worker {cluster.worker_index} of {cluster.workers}"
+            f"{' (chief)' if cluster.is_chief else ''}: "
+            f"{len(fit_images) // cluster.workers} images per epoch, global batch "
+            f"{arguments.batch_size * cluster.workers}, {steps_per_epoch} steps per epoch"
+            f"{', validating' if cluster.is_chief else ''}"
         )
+    # The progress bar on a terminal; one line per epoch in logs and pipes.
+    verbose = 1 if sys.stdout.isatty() else 2
+    estimate = training.RunTimeEstimate(steps_per_epoch * arguments.epochs)
+    with training.Stopwatch() as stopwatch:
+        if strategy is None:
+            history = classifier.fit(
+                make_dataset(),
+                epochs=arguments.epochs,
+                validation_data=validation,
+                shuffle=False,  # The dataset shuffles itself, with the seed.
+                verbose=verbose,
+                callbacks=[estimate],
+            )
+        else:
+            history = distributed.fit(
+                classifier,
+                strategy,
+                cluster,
+                make_dataset,
+                arguments.epochs,
+                steps_per_epoch,
+                arguments.worker_timeout,
+                validation=validation if cluster.is_chief else None,
+                verbose=verbose,
+                callbacks=[estimate],
+            )
+    if strategy is not None:
+        # Evaluation and saving go on alone, outside the strategy.
+        classifier = distributed.local_copy(classifier)
+        if not cluster.is_chief:
+            distributed.discard_model(classifier)
+            distributed.wait_for_everyone(cluster)
+            print(f"Worker {cluster.worker_index} done; the chief wrote the model")
+            return
 
     # The test set is used here, once, after training.
     train_metrics, _ = training.evaluate(
@@ -164,6 +250,7 @@ def train(arguments):
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "seed": arguments.seed,
+        "workers": cluster.workers,
         "epochs": arguments.epochs,
         "batch_size": arguments.batch_size,
         "limit": arguments.limit,
@@ -211,20 +298,26 @@ def train(arguments):
             calibration_metrics["temperature"],
         )
         print(f"Saved the figures to {folder}")
+    if cluster.is_distributed:
+        distributed.wait_for_everyone(cluster)
 
 
 def main(argv=None):
     arguments = parse_arguments(argv)
+    from mnist_serving import distributed
     from mnist_serving.data import DatasetError
 
-    try:
-        train(arguments)
-    except DatasetError as error:
-        sys.exit(f"model_trainer.py: error: {error}")
-    except OSError as error:
-        sys.exit(f"model_trainer.py: error: {error.filename or ''}: {error.strerror or error}")
-    except KeyboardInterrupt:
-        sys.exit(f"model_trainer.py: interrupted; {arguments.output} was left as it was")
+    with distributed.prompt_exit():
+        try:
+            train(arguments)
+        except (DatasetError, distributed.ClusterError) as error:
+            sys.exit(f"model_trainer.py: error: {error}")
+        except distributed.WorkerError as error:
+            sys.exit(f"model_trainer.py: error: {error}; {arguments.output} was left as it was")
+        except OSError as error:
+            sys.exit(f"model_trainer.py: error: {error.filename or ''}: {error.strerror or error}")
+        except KeyboardInterrupt:
+            sys.exit(f"model_trainer.py: interrupted; {arguments.output} was left as it was")
 
 
 if __name__ == "__main__":

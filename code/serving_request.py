@@ -14,7 +14,6 @@ Typical usage (from code/, with a server running):
 import argparse
 import re
 import sys
-import urllib.parse
 from pathlib import Path
 
 import orjson
@@ -47,20 +46,6 @@ def positive_float(text):
     return value
 
 
-def server_url(text):
-    """An http(s)://host[:port] address, checked before anything is sent."""
-    parts = urllib.parse.urlsplit(text)
-    try:
-        port_is_valid = parts.port is None or parts.port > 0
-    except ValueError:
-        port_is_valid = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_is_valid:
-        raise argparse.ArgumentTypeError(
-            f"expected an address such as {config.DEFAULT_SERVER_URL}, got '{text}'"
-        )
-    return text
-
-
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -84,7 +69,7 @@ def parse_arguments(argv=None):
     )
     parser.add_argument(
         "--server",
-        type=server_url,
+        type=cli.server_url,
         default=config.DEFAULT_SERVER_URL,
         help="the REST API of the model server",
     )

@@ -9,6 +9,15 @@ import pytest
 from mnist_serving import config, data, export, model
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--web-figure",
+        metavar="PNG",
+        help="save the drawing page, as the full model answered it, to this file "
+        "(figures/web_page.png; tests/test_web_page.py)",
+    )
+
+
 @pytest.fixture(scope="session")
 def mnist():
     """MNIST from the project's offline copy: ((x_train, y_train), (x_test, y_test))."""
@@ -30,10 +39,15 @@ def export_base(tmp_path_factory, untrained_model, mnist):
     return base
 
 
+def script_command(script, *arguments):
+    """The command line of one of the project's scripts in `code/`."""
+    return [sys.executable, str(config.CODE_DIR / script), *map(str, arguments)]
+
+
 def run_script(script, *arguments, timeout=600, cwd=None):
     """Runs one of the project's scripts in `code/` as a user would; returns the result."""
     return subprocess.run(
-        [sys.executable, str(config.CODE_DIR / script), *map(str, arguments)],
+        script_command(script, *arguments),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -12,7 +12,6 @@ import sys
 
 import model_server
 import pytest
-import requests
 from server_fixtures import SERVER_SCRIPT, ServerProcess, copy_version, save_half_plus
 
 from mnist_serving import config
@@ -243,29 +242,6 @@ def test_missing_base_path_is_logged_and_the_server_still_starts(tmp_path):
         server.wait_for_log("gRPC is not served by model_server.py; --port=8500 is ignored")
         response = server.get(f"/v1/models/{config.MODEL_NAME}")
         assert response.status_code == 404
-
-
-def test_cors_support_adds_tf_servings_three_headers_and_answers_preflight(half_plus, tmp_path):
-    base = copy_version(half_plus, tmp_path / "half_plus_two", 1).parent
-    with ServerProcess(
-        f"--model_base_path={base}",
-        "--model_name=half_plus_two",
-        "--rest_api_enable_cors_support=true",
-    ) as server:
-        answer = server.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
-        assert answer.headers["Access-Control-Allow-Origin"] == "*"
-        assert answer.headers["Access-Control-Allow-Methods"] == "POST, GET"
-        assert answer.headers["Access-Control-Allow-Headers"] == "Content-Type"
-        preflight = requests.options(
-            server.url + "/v1/models/half_plus_two:predict",
-            headers={"Origin": "https://example.org"},
-            timeout=60,
-        )
-        assert (preflight.status_code, preflight.content) == (200, b"")
-        assert preflight.headers["Access-Control-Allow-Methods"] == "POST, GET"
-        no_origin = requests.options(server.url + "/v1/models/half_plus_two:predict", timeout=60)
-        assert no_origin.status_code == 400
-        assert no_origin.json() == {"error": "Origin header is missing in CORS preflight"}
 
 
 def test_shipped_serving_configs_are_valid():

@@ -28,3 +28,13 @@ def test_ruff_finds_no_problem():
 def test_the_code_is_formatted_as_ruff_formats_it():
     result = ruff("format", "--check", "--no-cache")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_file_holds_a_merge_conflict_marker():
+    tracked = subprocess.run(
+        ["git", "grep", "-n", "-I", "-E", r"^(<{7}|>{7})( |$)"],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+    )
+    assert tracked.stdout == "", tracked.stdout

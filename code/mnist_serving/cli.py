@@ -2,6 +2,9 @@
 
 import argparse
 import re
+import urllib.parse
+
+from mnist_serving import config
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -76,3 +79,21 @@ def scaled_text(value: int, base: int) -> str:
         if value % base**power == 0:
             return f"{value // base**power}{_SCALE_SUFFIXES[power]}"
     return str(value)
+
+
+def server_url(text: str) -> str:
+    """An http(s)://host[:port] address of a model server, checked before anything is sent.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else.
+    """
+    parts = urllib.parse.urlsplit(text)
+    try:
+        port_is_valid = parts.port is None or parts.port > 0
+    except ValueError:
+        port_is_valid = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_is_valid:
+        raise argparse.ArgumentTypeError(
+            f"expected an address such as {config.DEFAULT_SERVER_URL}, got '{text}'"
+        )
+    return text

@@ -324,8 +324,9 @@ class ServingClient:
                 results, images = [], []
                 for path in paths[start : start + batch_size]:
                     try:
-                        image = preprocessing.read_image(path, max_file_bytes, max_pixels)
-                        images.append(_to_mnist(path, image))
+                        images.append(
+                            preprocessing.preprocess_file(path, max_file_bytes, max_pixels)
+                        )
                         results.append(Result(path))
                     except preprocessing.PreprocessingError as error:
                         results.append(Result(path, error=str(error)))
@@ -344,14 +345,6 @@ def _collect(results, future):
         if result.error is None:
             result.probabilities = next(probabilities)
         yield result
-
-
-def _to_mnist(path, image):
-    """`preprocessing.to_mnist`, its error naming the file as `read_image`'s do."""
-    try:
-        return preprocessing.to_mnist(image)
-    except preprocessing.PreprocessingError as error:
-        raise preprocessing.PreprocessingError(f"{path}: {error}") from None
 
 
 def _reason(error):

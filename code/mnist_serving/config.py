@@ -28,6 +28,8 @@ REST_PORT = 8501
 # The local server listens on this machine only, unless asked otherwise.
 REST_HOST = "127.0.0.1"
 DEFAULT_SERVER_URL = f"http://localhost:{REST_PORT}"
+# The drawing page (web/) is served on this port by web_demo.py.
+WEB_PAGE_PORT = 8000
 
 # The client's bounds (flags of serving_request.py). An image file larger than
 # MAX_FILE_BYTES is refused unread, an image of more than MAX_IMAGE_PIXELS
@@ -49,6 +51,7 @@ DEFAULT_MODEL_PATH = CODE_DIR / "cnnModel.h5"
 DEFAULT_EXPORT_BASE = PROJECT_DIR / MODEL_NAME
 FIGURES_DIR = PROJECT_DIR / "figures"
 TEST_IMAGES_DIR = PROJECT_DIR / "test_images"
+WEB_DIR = PROJECT_DIR / "web"
 
 
 def metrics_path(model_path: Path) -> Path:

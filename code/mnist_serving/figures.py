@@ -280,9 +280,11 @@ def plot_model(path: str | Path, model: "keras.Model") -> None:
 def plot_preprocessing_steps(image: np.ndarray, path: str | Path, title: str | None = None) -> None:
     """Draws the preprocessing of one image, step by step, into a PNG file.
 
-    Panels: the original, its grey working copy, the ink separated from the
-    paper, the cleaned and stretched ink with its bounding box, the crop,
-    the 20x20 fit, and the 28x28 result with its centre of mass.
+    Panels: the original with the digit's region marked, that region at the
+    photo's full resolution, the cleaned ink at working size with its
+    bounding box, the digit read again at the size its strokes are measured
+    at, its strokes at their half-way edge with MNIST's width, the 20x20
+    fit, and the 28x28 result with its centre of mass.
 
     Args:
         image: A decoded image, as `read_image` returns it.
@@ -300,25 +302,47 @@ def plot_preprocessing_steps(image: np.ndarray, path: str | Path, title: str | N
     original = _displayable(image)
     height, width = original.shape[:2]
     left, top, box_width, box_height = cv2.boundingRect(steps["normalised"])
+    # The working copy is the original shrunk by a whole factor.
+    factor = width // steps["normalised"].shape[1]
+    margin = max(box_width, box_height) // 4
+    region = (
+        max(0, (left - margin) * factor),
+        max(0, (top - margin) * factor),
+        (box_width + 2 * margin) * factor,
+        (box_height + 2 * margin) * factor,
+    )
+    region_left, region_top, region_width, region_height = region
+    zoom = original[
+        region_top : region_top + region_height, region_left : region_left + region_width
+    ]
     panels = [
         (original, f"1 original {width}x{height}"),
-        (steps["grey"], "2 grey"),
-        (steps["ink"], "3 ink bright, paper 0"),
-        (steps["normalised"], "4 cleaned, stretched"),
-        (steps["cropped"], "5 cropped to the ink"),
+        (zoom, f"2 its digit, {zoom.shape[1]}x{zoom.shape[0]}"),
+        (steps["normalised"], "3 found at working size"),
+        (steps["cropped"], "4 digit read again"),
+        (steps["strokes"], "5 strokes, MNIST width"),
         (steps["fitted"], f"6 fitted {config.DIGIT_BOX_SIZE}x{config.DIGIT_BOX_SIZE}"),
         (result, f"7 centred {config.IMAGE_SIZE}x{config.IMAGE_SIZE}"),
     ]
     figure, axes = plt.subplots(1, len(panels), figsize=(1.9 * len(panels), 2.4))
     for axis, (picture, caption) in zip(axes, panels, strict=True):
         if picture.ndim == 3:
-            axis.imshow(picture)
+            axis.imshow(picture, interpolation="antialiased")
         else:
             axis.imshow(picture, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
         axis.set_title(caption, fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
-    axes[3].add_patch(
+    axes[0].add_patch(
+        Rectangle(
+            (region_left - 0.5, region_top - 0.5),
+            region_width,
+            region_height,
+            fill=False,
+            color="tab:red",
+        )
+    )
+    axes[2].add_patch(
         Rectangle((left - 0.5, top - 0.5), box_width, box_height, fill=False, color="tab:red")
     )
     # The 20x20 box around the centre, and the centre of mass.

@@ -10,18 +10,25 @@ the figures all use:
 
 1. `grey`: any dtype and channel layout to one grey channel, 0..255 as float;
    transparency is composited onto the paper colour; large photos are shrunk
-   (area averaging) to a working size.
+   (area averaging) to a working size, where the digit is looked for. The
+   full-resolution grey image is kept for step 5.
 2. `denoised`: salt-and-pepper noise (median filter) and sensor noise
    (gaussian blur), each only when it is measured to be there.
 3. `ink`: polarity (ink darker or lighter than the paper) and background
    level, or a background map when the lighting is uneven; ink is made the
    bright part, the paper 0.
 4. `normalised`: the paper's residual noise is cut off and the ink stretched
-   to 0..255 (uint8); specks far from the digit are removed; pen strokes far
-   thinner or thicker than MNIST's, for the digit's size, are brought closer.
-5. `cropped`: the bounding box of the ink.
-6. `fitted`: the longer side scaled to 20, the aspect ratio kept.
-7. `mnist`: the 28x28 result, centred by its centre of mass.
+   to 0..255 (uint8); specks far from the digit are removed.
+5. `cropped`: the digit's ink. A digit no larger than MNIST's box is cropped
+   as it is (MNIST digits come back unchanged). A larger one is read again
+   at DETAIL_SIZE across, from the full-resolution image when the working
+   copy has fewer pixels across it: area-averaged down, or enlarged.
+6. `strokes`: for a larger digit, its strokes in black and white, cut where
+   each reaches half its own height, and widened or narrowed to MNIST's
+   stroke width (`stroke_width`) when measured to be outside MNIST's range.
+7. `fitted`: the longer side scaled to 20, the aspect ratio kept; black and
+   white strokes are area-averaged, as MNIST's were from NIST's scans.
+8. `mnist`: the 28x28 result, centred by its centre of mass.
 
 Centre convention: OpenCV's moments put pixel (row, column) at the
 coordinate (column, row), so a 28x28 image spans -0.5..27.5 and its geometric
@@ -37,6 +44,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -53,6 +61,9 @@ CENTRE = config.IMAGE_SIZE / 2
 # 12-megapixel photo fast. Area averaging also averages noise, and OpenCV
 # averages whole blocks of pixels several times faster than fractional ones.
 WORKING_SIZE = 512
+# Where nothing stands out at WORKING_SIZE, the ink is looked for once more
+# at up to this size before the image is called blank.
+FINE_WORKING_SIZE = 2048
 
 # A pixel this many grey levels above its brightest or below its darkest
 # neighbour is an impulse (salt or pepper). MNIST digits have at most three
@@ -108,24 +119,46 @@ MAX_INK_FRACTION = 0.7
 MAIN_PIECE_FRACTION = 0.1
 NEAR_DIGIT_FRACTION = 0.1
 
-# Stroke width relative to the digit's longer side, as measured on the ink
-# mask (twice the area over the outline length). MNIST digits, enlarged to a
-# photo's resolution, measure 0.11 (median), 0.08 (10th percentile), 0.13
-# (75th) and 0.17 (95th). A ballpoint line on a large digit measures a
-# fifth of the median and would fade to a faint hairline at 20x20; a marker
-# can measure twice the median and close the digit's loops. Strokes outside
-# 0.08..0.17 are brought to the median, or to the 75th percentile when
-# narrowing (gently: a min filter can cut a thin join). Digits that are not
-# LARGE_DIGIT are left as they are: they are near MNIST's scale already,
-# where one pixel is a large change.
-THIN_STROKE = 0.08
-THIN_STROKE_TARGET = 0.11
-THICK_STROKE = 0.17
-THICK_STROKE_TARGET = 0.13
+# A digit larger than MNIST's box is read again at DETAIL_SIZE pixels on its
+# longer side (with a margin of DETAIL_MARGIN of its size), from the
+# full-resolution image when the working copy has fewer: fine enough for its
+# stroke width to be measured and changed, and, as MNIST's digits were,
+# area-averaged from black and white down to the box. A digit whose strokes
+# measure thinner than THIN_STROKE there is read again at up to
+# FINE_DETAIL_SIZE, where a thin pen's line is still above the noise.
+DETAIL_SIZE = 4 * config.DIGIT_BOX_SIZE
+FINE_DETAIL_SIZE = 4 * DETAIL_SIZE
+DETAIL_MARGIN = 0.05
 
-# A digit more than twice MNIST's box at working size is "large": it will be
-# shrunk by more than 2 and area-averaged, as NIST's scans were.
-LARGE_DIGIT = 2 * config.DIGIT_BOX_SIZE
+# A stroke's edge is at half the strongest ink within a square of
+# LOCAL_PEAK_FRACTION of the digit's size, and never below
+# MIN_STROKE_FRACTION of the digit's strongest ink (the PEAK_QUANTILE of its
+# ink pixels), nor within the paper's noise.
+LOCAL_PEAK_FRACTION = 0.25
+MIN_STROKE_FRACTION = 0.25
+PEAK_QUANTILE = 0.98
+
+# Stroke width (`stroke_width`) relative to the digit's longer side. MNIST's
+# test digits measure 0.093 (10th percentile), 0.127 (median) and 0.18
+# (90th). Strokes outside 0.09..0.18 are brought to the median, or to the
+# 75th percentile (0.15) when narrowing; narrowing is tried with the shares
+# NARROWING_SHARES of the way, and given up where it would break a stroke or
+# lose more than LOST_IN_NARROWING of the ink (a thin stroke beside thick
+# ones). The width is matched to STROKE_TOLERANCE pixels.
+THIN_STROKE = 0.09
+THIN_STROKE_TARGET = 0.127
+THICK_STROKE = 0.18
+THICK_STROKE_TARGET = 0.15
+NARROWING_SHARES = (1, 2 / 3, 1 / 3)
+LOST_IN_NARROWING = 0.02
+STROKE_TOLERANCE = 0.25
+
+# stroke_width enlarges images up to STROKE_SMALL_IMAGE pixels (MNIST's), and
+# thin strokes, STROKE_ENLARGEMENT times, to no more than
+# STROKE_LARGEST_ENLARGED pixels.
+STROKE_SMALL_IMAGE = 64
+STROKE_ENLARGEMENT = 4
+STROKE_LARGEST_ENLARGED = 512
 
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 # The eight neighbours of a pixel, without the pixel itself.
@@ -280,19 +313,26 @@ def read_image(
         raise type(error)(f"{path}: {error}") from None
 
 
-def preprocess_file(path: str | Path) -> np.ndarray:
+def preprocess_file(
+    path: str | Path,
+    max_file_bytes: int = config.MAX_FILE_BYTES,
+    max_pixels: int = config.MAX_IMAGE_PIXELS,
+) -> np.ndarray:
     """Reads an image file and returns its digit in MNIST form.
 
     Args:
         path: The image file (any format OpenCV reads).
+        max_file_bytes: The largest file read (see `read_file`).
+        max_pixels: The most pixels decoded (see `decode_image`).
 
     Returns:
         uint8 array (28, 28): white digit on black, as in MNIST.
 
     Raises:
+        ImageTooLargeError: The file or the image is over its limit.
         PreprocessingError: The file is unreadable, not an image, or blank.
     """
-    image = read_image(path)
+    image = read_image(path, max_file_bytes, max_pixels)
     try:
         return to_mnist(image)
     except PreprocessingError as error:
@@ -311,7 +351,8 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             of MNIST's test digits keep one in a corner).
         steps: Optional dict. When given, it receives the intermediate
             images by step name (`grey`, `denoised`, `ink`, `normalised`,
-            `cropped`, `fitted`, `mnist`), for figures and debugging.
+            `cropped`, `strokes`, `fitted`, `mnist`), for figures and
+            debugging.
 
     Returns:
         uint8 array (28, 28): the digit white on black, its longer side 20
@@ -322,19 +363,41 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             from the background (a blank or pure-noise image).
     """
     record = steps.__setitem__ if steps is not None else _ignore
-    grey = _to_grey(image)
-    record("grey", grey)
-    grey = _suppress_noise(grey)
-    record("denoised", grey)
-    ink = _separate_ink(grey)
-    record("ink", np.clip(ink, 0, 255))
-    ink = _normalise_contrast(ink)
-    ink = _remove_specks(ink)
-    ink = _normalise_stroke_width(ink)
+    full, scale = _to_grey(image)
+    try:
+        factor, paper, signed, levels, stretched = _find_ink(full, scale, WORKING_SIZE, record)
+    except PreprocessingError:
+        if max(full.shape) <= WORKING_SIZE:
+            raise
+        # A line thinner than the working copy's pixels can average away
+        # below the paper's noise: a finer copy is searched before the
+        # photo is called blank.
+        factor, paper, signed, levels, stretched = _find_ink(full, scale, FINE_WORKING_SIZE, record)
+    ink = _remove_specks(stretched)
     record("normalised", ink)
-    cropped = _crop_to_ink(ink)
+    left, top, width, height = cv2.boundingRect(ink)
+    if max(width, height) * factor <= config.DIGIT_BOX_SIZE:
+        # At MNIST's size or smaller: nothing finer to be had (MNIST digits
+        # take this way and come back as they are).
+        cropped = strokes = ink[top : top + height, left : left + width]
+    else:
+        box = (left, top, width, height)
+        specks = cv2.subtract(stretched, ink)
+        cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks)
+        strokes = _cut_strokes(cropped)
+        relative_width = _relative_width(strokes)
+        full_size = max(width, height) * factor
+        if relative_width < THIN_STROKE and full_size > DETAIL_SIZE:
+            # A thin pen's line is fainter than its noise once averaged down
+            # to DETAIL_SIZE: it is cut again where it is still whole.
+            size = min(FINE_DETAIL_SIZE, full_size)
+            cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks, size)
+            strokes = _cut_strokes(cropped)
+            relative_width = _relative_width(strokes)
+        strokes = _with_mnist_stroke_width(strokes, relative_width)
     record("cropped", cropped)
-    fitted = _fit_to_box(cropped)
+    record("strokes", strokes)
+    fitted = _fit_to_box(strokes)
     record("fitted", fitted)
     result = _centre_by_mass(fitted)
     record("mnist", result)
@@ -345,9 +408,34 @@ def _ignore(name, value):
     """Stands in for `steps[name] = value` when no steps are asked for."""
 
 
+def _find_ink(full, scale, working_size, record):
+    """Steps 1 to 4 on a working copy of at most `working_size` pixels.
+
+    Returns:
+        (factor the copy was shrunk by, paper, signed ink, ink levels,
+        stretched uint8 ink).
+
+    Raises:
+        PreprocessingError: No ink stands out from the paper.
+    """
+    grey, factor = _working_copy(full, scale, working_size)
+    record("grey", grey)
+    grey = _suppress_noise(grey)
+    record("denoised", grey)
+    paper = _measure_paper(grey)
+    signed = _signed_ink(grey, paper, paper.background)
+    record("ink", np.clip(signed, 0, 255))
+    levels = _ink_levels(signed)
+    return factor, paper, signed, levels, _stretch(signed, levels)
+
+
 def _to_grey(image):
-    """One grey channel, float32 0..255, alpha composited onto the paper,
-    no larger than WORKING_SIZE."""
+    """One grey channel at full resolution, alpha composited onto the paper.
+
+    Returns:
+        (grey, scale): grey at its stored depth (uint8, uint16) or float32,
+        and the factor that maps its values to 0..255.
+    """
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -369,17 +457,27 @@ def _to_grey(image):
     if alpha is not None and alpha.min() >= _full_scale(alpha):
         alpha = None  # Fully opaque: the alpha channel changes nothing.
     if alpha is None:
-        # Grey and shrunk at the stored depth (fast), then made float.
+        # Grey at the stored depth (fast); made float only when needed.
+        if colour.dtype not in (np.uint8, np.uint16):
+            colour = _as_float32(colour)
         if colour_channels == 3:
             colour = cv2.cvtColor(np.ascontiguousarray(colour), cv2.COLOR_BGR2GRAY)
-        if colour.dtype in (np.uint8, np.uint16):
-            colour = _shrink_to_working_size(np.ascontiguousarray(colour))
-        return _shrink_to_working_size(_as_float32(colour) * np.float32(scale))
+        return colour, scale
     grey = _as_float32(colour) * np.float32(scale)
     if colour_channels == 3:
         grey = cv2.cvtColor(grey, cv2.COLOR_BGR2GRAY)
     opacity = np.clip(_as_float32(alpha) / np.float32(_full_scale(alpha)), 0, 1)
-    return _shrink_to_working_size(_composite_on_paper(grey, opacity))
+    return _composite_on_paper(grey, opacity), 1.0
+
+
+def _working_copy(grey, scale, working_size):
+    """The float32 0..255 copy that the ink is looked for in, no larger than
+    `working_size`, and the whole factor it was shrunk by."""
+    if grey.dtype in (np.uint8, np.uint16):
+        # Shrunk at the stored depth: faster than as floats.
+        small, factor = _shrink(np.ascontiguousarray(grey), working_size)
+        return _as_float32(small) * np.float32(scale), factor
+    return _shrink(_as_float32(grey) * np.float32(scale), working_size)
 
 
 def _as_float32(array):
@@ -438,19 +536,20 @@ def _composite_on_paper(grey, opacity):
     return grey * opacity + np.float32(paper) * (1 - opacity)
 
 
-def _shrink_to_working_size(grey):
-    """Shrinks images larger than WORKING_SIZE by a whole factor (area mean).
+def _shrink(grey, working_size):
+    """Shrinks images larger than `working_size` by a whole factor (area
+    mean); returns the image and the factor.
 
     The last rows and columns that do not fill a whole block are dropped:
     fewer than the factor, a sliver of the border.
     """
     height, width = grey.shape
-    factor = math.ceil(max(height, width) / WORKING_SIZE)
+    factor = math.ceil(max(height, width) / working_size)
     if factor == 1:
-        return grey
+        return grey, 1
     height, width = max(1, height // factor), max(1, width // factor)
     whole_blocks = grey[: height * factor, : width * factor]
-    return cv2.resize(whole_blocks, (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(whole_blocks, (width, height), interpolation=cv2.INTER_AREA), factor
 
 
 def _suppress_noise(grey):
@@ -538,15 +637,23 @@ def _border(image):
     )
 
 
-def _separate_ink(grey):
-    """Signed ink strength: positive on ink, about 0 on the paper.
+class _Paper(NamedTuple):
+    """What the ink is measured against: see `_measure_paper`."""
+
+    dark_ink: bool
+    # The paper's grey level, in the image where the ink is the bright part.
+    level: float
+    # The paper's brightness map at working size under uneven light (the ink
+    # the bright part), or None when the light is even.
+    background: np.ndarray | None
+
+
+def _measure_paper(grey):
+    """The ink's polarity, the paper's level and, under uneven light, its map.
 
     The paper's colour is the median of the border ring. The darkest and
     lightest pixels are compared with it: whichever is farther is the ink,
     so dark ink on light paper is inverted and MNIST's white-on-black is not.
-    Under uneven light, dark ink is measured as the fraction of the local
-    paper's light it absorbs (light multiplies paper and ink alike), in grey
-    levels of the typical paper.
     """
     border = _subsample(_border(grey))
     (paper,) = _quantiles(border, (0.5,))
@@ -559,16 +666,29 @@ def _separate_ink(grey):
     paper_border = border[(border > (paper + ink) / 2) == dark_ink]
     low_border, high_border = _quantiles(paper_border, (0.25, 0.75))
     uneven = high_border - low_border > UNEVEN_LIGHTING * contrast
-    if dark_ink:
-        grey = 255.0 - grey
-        paper = 255.0 - paper
     if not (uneven and min(grey.shape) >= LIGHTING_MIN_SIZE):
-        return grey - np.float32(paper)
-    background = _estimate_background(grey)
-    if not dark_ink:
+        return _Paper(dark_ink, 255.0 - paper if dark_ink else paper, None)
+    dark_ink = _ink_is_dark(grey)
+    level = 255.0 - paper if dark_ink else paper
+    return _Paper(dark_ink, level, _estimate_background(255.0 - grey if dark_ink else grey))
+
+
+def _signed_ink(grey, paper, background):
+    """Signed ink strength: positive on ink, about 0 on the paper.
+
+    Under uneven light (`background`, the paper's map for these pixels), dark
+    ink is measured as the fraction of the local paper's light it absorbs
+    (light multiplies paper and ink alike), in grey levels of the typical
+    paper.
+    """
+    if paper.dark_ink:
+        grey = 255.0 - grey
+    if background is None:
+        return grey - np.float32(paper.level)
+    if not paper.dark_ink:
         return grey - background
     paper_light = np.maximum(255.0 - background, 1.0)
-    return (grey - background) * (np.float32(255.0 - paper) / paper_light)
+    return (grey - background) * (np.float32(255.0 - paper.level) / paper_light)
 
 
 def _estimate_background(grey):
@@ -576,13 +696,45 @@ def _estimate_background(grey):
 
     On a thumbnail, a morphological opening with a disc wider than any
     stroke removes the (bright) ink and keeps the slowly varying paper; a
-    blur smooths the disc's corners away; the map is scaled back up. The
-    thumbnail is first extended by point reflection at its edges, which
-    continues a brightness gradient: with a plain mirror or repeated edge,
-    the opening would underestimate the paper along the brighter edges.
+    blur smooths the disc's corners away; the map is scaled back up.
+    """
+    extended, disc, margin = _lighting_thumbnail(grey)
+    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
+    radius = disc.shape[0] // 2
+    smooth = cv2.GaussianBlur(opened, (0, 0), radius / 2, borderType=cv2.BORDER_REPLICATE)
+    smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
+    return cv2.resize(smooth, grey.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def _ink_is_dark(grey):
+    """Whether the ink is darker than the paper, judged under uneven light.
+
+    The border's median can be the shadow's or the light's, so each pixel of
+    the lighting thumbnail is compared with its own neighbourhood instead:
+    the median over the background's disc, which is paper as long as ink
+    covers less than half of it. Light multiplies paper and ink alike, so the
+    comparison is a ratio: dark ink absorbs most of the light where it is,
+    light ink on a dark board reflects several times as much, while a
+    shadow's edge only changes the light by a fraction.
+    """
+    extended, disc, margin = _lighting_thumbnail(grey)
+    levels = cv2.convertScaleAbs(extended)
+    paper = cv2.medianBlur(levels, disc.shape[0])
+    inside = (slice(margin, -margin), slice(margin, -margin))
+    ratio = np.log((levels[inside] + np.float32(1)) / (paper[inside] + np.float32(1)))
+    return bool(-ratio.min() > ratio.max())
+
+
+def _lighting_thumbnail(grey):
+    """A thumbnail of LIGHTING_THUMBNAIL_SIZE for the lighting, the disc that
+    is wider than any stroke on it, and the margin it is extended by.
+
+    The margin is a point reflection at the edges, which continues a
+    brightness gradient: with a plain mirror or repeated edge, the opening
+    would underestimate the paper along the brighter edges.
     """
     height, width = grey.shape
-    # Whole blocks, as in _shrink_to_working_size; the map is stretched back
+    # Whole blocks, as in _shrink; the map is stretched back
     # over the dropped sliver, which a smooth map does not notice.
     factor = math.ceil(max(height, width) / LIGHTING_THUMBNAIL_SIZE)
     rows, columns = max(1, height // factor), max(1, width // factor)
@@ -593,17 +745,20 @@ def _estimate_background(grey):
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
     margin = 2 * radius
     extended = np.pad(thumbnail, margin, mode="reflect", reflect_type="odd")
-    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
-    smooth = cv2.GaussianBlur(opened, (0, 0), radius / 2, borderType=cv2.BORDER_REPLICATE)
-    smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
-    return cv2.resize(smooth, (width, height), interpolation=cv2.INTER_LINEAR)
+    return extended, disc, margin
 
 
-def _normalise_contrast(signed_ink):
-    """uint8 ink from 0 (paper) to 255 (the strongest ink); checks there is ink.
+def _ink_levels(signed_ink):
+    """The signed ink strengths that become 0 (the paper) and 255 (the
+    strongest ink); checks that there is ink.
 
     The paper's level plus its noise becomes 0 and the strongest ink 255.
     For an MNIST image both are already 0 and 255, so nothing changes.
+
+    Returns:
+        (paper, floor, gain): the paper's level, the level that becomes 0
+        (the paper's plus its noise), and the gain that takes the strongest
+        ink to 255: ink = (signed ink - floor) x gain.
 
     Raises:
         PreprocessingError: No ink stands out from the background.
@@ -628,7 +783,13 @@ def _normalise_contrast(signed_ink):
         )
     floor = paper_level + PAPER_NOISE_SIGMAS * paper_noise
     peak = min(float(ink_pixels.max()), 255.0)
-    stretched = (signed_ink - np.float32(floor)) * np.float32(255.0 / (peak - floor))
+    return paper_level, floor, 255.0 / (peak - floor)
+
+
+def _stretch(signed_ink, levels):
+    """uint8 ink from 0 (paper) to 255 (the strongest ink)."""
+    _, floor, gain = levels
+    stretched = (signed_ink - np.float32(floor)) * np.float32(gain)
     return np.rint(np.clip(stretched, 0, 255)).astype(np.uint8)
 
 
@@ -637,7 +798,7 @@ def _remove_specks(ink):
 
     Raises:
         PreprocessingError: Nothing is left (cannot happen after
-            `_normalise_contrast`, but a blank result must never pass).
+            `_ink_levels`, but a blank result must never pass).
     """
     count, labels, stats, _ = cv2.connectedComponentsWithStats(
         (ink > 0).view(np.uint8), connectivity=8
@@ -667,64 +828,223 @@ def _remove_specks(ink):
     return np.where(keep[labels], ink, 0).astype(np.uint8)
 
 
-def _normalise_stroke_width(ink):
-    """Brings pen strokes far thinner or thicker than MNIST's closer to it.
+def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, size=None):
+    """The digit's ink at `size` (DETAIL_SIZE by default), from the largest
+    resolution it needs.
 
-    The width is measured relative to the digit's size, as twice the ink
-    area over the outline length (a stroke of width w and length L has area
-    wL and outline 2L). A max filter with a disc of diameter d widens each
-    stroke by about d - 1, a min filter narrows it as much; narrowing is
-    given up if it would break a stroke apart.
+    The digit's region (`box` at working size, and a margin) is scaled so
+    that the digit's longer side measures `size`: shrunk by area
+    averaging, or enlarged by linear interpolation (only the strokes'
+    half-way edge is used, so that adds no blur). When the working copy has
+    fewer pixels across the digit than that, the region is read again from
+    the full-resolution grey image, and its ink separated with the paper's
+    level, light and contrast measured at working size. The `specks` removed
+    there (uint8, working size) stay removed; faint ink that did not reach
+    the working size's threshold, such as a thin line averaged away, is kept.
+
+    Returns:
+        float32 ink strength: about 0 on the paper (its noise either way),
+        about 255 on the strongest ink (more where the working size averaged
+        a thin line away).
     """
-    _, _, width, height = cv2.boundingRect(ink)
-    longer = max(width, height)
-    if longer <= LARGE_DIGIT:
-        return ink
-    stroke, pieces = _stroke_width(ink)
-    if stroke == 0:
-        return ink
-    if stroke < THIN_STROKE * longer:
-        return cv2.dilate(ink, _disc(THIN_STROKE_TARGET * longer - stroke))
-    if stroke > THICK_STROKE * longer:
-        thinner = cv2.erode(ink, _disc(stroke - THICK_STROKE_TARGET * longer))
-        if _stroke_width(thinner)[1] == pieces:
-            return thinner
-    return ink
+    left, top, width, height = box
+    margin = max(1, round(DETAIL_MARGIN * max(width, height)))
+    rows = slice(max(0, top - margin), min(specks.shape[0], top + height + margin))
+    columns = slice(max(0, left - margin), min(specks.shape[1], left + width + margin))
+    removed = cv2.dilate((specks[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
+    # Measured from the paper's level, not its noise floor: averaging down
+    # lowers the noise, and a faint line must not be cut off before.
+    paper_level, _, gain = levels
+    size = size or DETAIL_SIZE
+    if factor == 1 or max(width, height) >= size:
+        region = (signed_ink[rows, columns] - np.float32(paper_level)) * np.float32(gain)
+        detail = _resized(region, size / max(width, height))
+    else:
+        full = grey[
+            rows.start * factor : rows.stop * factor, columns.start * factor : columns.stop * factor
+        ]
+        # Resized at the stored depth: several times faster than as floats.
+        region = _resized(np.ascontiguousarray(full), size / (max(width, height) * factor))
+        region = _suppress_noise(_as_float32(region) * np.float32(scale))
+        background = paper.background
+        if background is not None:
+            background = cv2.resize(
+                background[rows, columns], region.shape[::-1], interpolation=cv2.INTER_LINEAR
+            )
+        signed = _signed_ink(region, paper, background)
+        detail = (signed - np.float32(paper_level)) * np.float32(gain)
+    removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    # Not clipped at 0: the paper's noise is measured on it.
+    return np.where(removed > 0, 0, detail).astype(np.float32)
 
 
-def _stroke_width(ink):
-    """Stroke width in pixels (2 x area / outline) and the number of pieces."""
-    mask = (ink >= 128).view(np.uint8)
-    pieces, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    # The outline includes the edges of the holes (the loops of 0, 6, 8, 9).
-    edges, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
-    outline = sum(cv2.arcLength(edge, closed=True) for edge in edges)
-    if outline == 0:
-        return 0.0, 0
-    return 2 * np.count_nonzero(mask) / outline, len(pieces)
+def _resized(image, ratio):
+    """The image scaled by `ratio`: area averaging to shrink, linear to enlarge."""
+    size = (max(1, round(image.shape[1] * ratio)), max(1, round(image.shape[0] * ratio)))
+    interpolation = cv2.INTER_AREA if ratio < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
 
 
-def _disc(widening):
-    """Disc-shaped kernel that widens (or narrows) a stroke by `widening`."""
-    diameter = 2 * round(widening / 2) + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
+def _cut_strokes(detail):
+    """The pen's strokes: where the ink reaches half its own height.
 
+    Each stroke's edge is where it reaches half of the strongest ink around
+    it (a square of LOCAL_PEAK_FRACTION of the digit's size), so a faint
+    stroke keeps its width beside a strong one, and blur moves no edge.
+    MNIST's digits were made from black-and-white NIST scans in the same way.
 
-def _crop_to_ink(ink):
-    """The bounding box of the ink.
-
-    A digit near MNIST's size is cropped to its non-zero pixels, as MNIST's
-    anti-aliased edges are part of the digit. A large digit is cropped where
-    its edge is half-way up (the edge of NIST's black-and-white digits): its
-    faint blurred rim would average away when it is shrunk, leaving the
-    digit smaller than the box.
+    Returns:
+        uint8 0/255 strokes, cropped to them.
     """
-    left, top, width, height = cv2.boundingRect(ink)
-    if width == 0 or height == 0:
+    # The paper's noise, measured again at this size on the border ring
+    # (paper: the digit's box had a margin): nothing within it is ink.
+    border = _subsample(_border(detail))
+    (paper_level,) = _quantiles(border, (0.5,))
+    floor = paper_level + PAPER_NOISE_SIGMAS * _spread(border)
+    inked = detail[detail > floor]
+    if inked.size == 0:
         raise PreprocessingError("blank image: no ink found")
-    if max(width, height) > LARGE_DIGIT:
-        left, top, width, height = cv2.boundingRect((ink >= 128).view(np.uint8))
-    return ink[top : top + height, left : left + width]
+    (peak,) = _quantiles(_subsample(inked), (PEAK_QUANTILE,))
+    # A square window: OpenCV takes the maximum over it row by row and then
+    # column by column, many times faster than over a disc.
+    window = 2 * round(LOCAL_PEAK_FRACTION * max(detail.shape) / 2) + 1
+    local_peak = cv2.dilate(detail, np.ones((window, window), np.uint8))
+    lowest = max(MIN_STROKE_FRACTION * peak, floor)
+    threshold = np.maximum(local_peak * np.float32(0.5), np.float32(lowest))
+    strokes = (detail >= threshold).view(np.uint8)
+    # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
+    # pixel's neighbours are ink; a hairline one pixel wide stays.
+    return _cropped(np.maximum(strokes, cv2.medianBlur(strokes, 3)))
+
+
+def _relative_width(strokes):
+    """`stroke_width` over the strokes' longer side."""
+    return stroke_width(strokes) / max(strokes.shape)
+
+
+def _with_mnist_stroke_width(strokes, width):
+    """Strokes widened or narrowed to MNIST's width when their `width`
+    (`_relative_width`) is outside MNIST's range, THIN_STROKE..THICK_STROKE."""
+    if width < THIN_STROKE:
+        return _with_stroke_width(strokes, THIN_STROKE_TARGET)[0]
+    if width > THICK_STROKE:
+        # Narrowing that would break a stroke or lose one is tried again
+        # with less.
+        for share in NARROWING_SHARES:
+            target = width + share * (THICK_STROKE_TARGET - width)
+            thinner, widening = _with_stroke_width(strokes, target)
+            if _survives_narrowing(strokes, -widening):
+                return thinner
+    return strokes
+
+
+def _survives_narrowing(strokes, narrowing):
+    """Whether strokes narrowed by `narrowing` pixels keep all their pieces,
+    and widening them back restores all but LOST_IN_NARROWING of them (a
+    thin stroke beside thick ones vanishes, though no piece breaks away)."""
+    padded = cv2.copyMakeBorder(strokes, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    inside = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    core = (inside > narrowing / 2).view(np.uint8)
+    if cv2.connectedComponents(core)[0] != cv2.connectedComponents(padded)[0]:
+        return False
+    back = cv2.distanceTransform(1 - core, cv2.DIST_L2, cv2.DIST_MASK_PRECISE) <= narrowing / 2 + 1
+    lost = np.count_nonzero((padded > 0) & ~back)
+    return lost <= LOST_IN_NARROWING * np.count_nonzero(padded)
+
+
+def _with_stroke_width(strokes, target):
+    """Strokes (uint8 0/255) widened or narrowed by the same amount on each
+    side until `stroke_width` over their longer side measures `target`; and
+    that amount, in pixels (negative when narrowed).
+
+    The strokes' edge is moved along their Euclidean distance map, which
+    takes fractions of a pixel. Widening also enlarges the digit, and round
+    ends and joins change the measure less than straight strokes, so the
+    move is found in two steps: the move that a long straight stroke would
+    need, then a correction from what that gave (the secant method).
+    """
+    margin = math.ceil(target * max(strokes.shape)) + 1
+    padded = cv2.copyMakeBorder(strokes, *(margin,) * 4, cv2.BORDER_CONSTANT, value=0)
+    # Distance of the background to the strokes, and of the strokes to the
+    # background.
+    outside = cv2.distanceTransform(255 - padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    inside = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+    def moved(widening):
+        mask = outside <= widening / 2 if widening >= 0 else inside > -widening / 2
+        return _cropped(mask)
+
+    def error(candidate):
+        return stroke_width(candidate) - target * max(candidate.shape)
+
+    start_error = error(strokes)
+    # A straight stroke of width w in a digit of size L: (w + d) = t (L + d).
+    widening = -start_error / (1 - target)
+    result = moved(widening)
+    if result.size == 0:
+        return strokes, 0.0  # Narrowed away: nothing is left to measure.
+    result_error = error(result)
+    if abs(result_error) > STROKE_TOLERANCE and result_error != start_error:
+        corrected = widening - result_error * widening / (result_error - start_error)
+        if moved(corrected).size:
+            widening, result = corrected, moved(corrected)
+    return result, widening
+
+
+def _cropped(mask):
+    """A boolean mask as uint8 0/255, cropped to its true pixels."""
+    strokes = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask > 0).view(np.uint8)
+    left, top, width, height = cv2.boundingRect(strokes)
+    return strokes[top : top + height, left : left + width] * np.uint8(255)
+
+
+def stroke_width(digit: np.ndarray) -> float:
+    """The average width of a digit's strokes, in the image's pixels.
+
+    The ink is what reaches half the image's brightest level (white on black,
+    as `to_mnist` returns it); each ink pixel's distance to the nearest
+    background pixel is averaged. Across a stroke of width w those distances
+    average w/4, plus the half pixel between a pixel's centre and its edge:
+    the width is 4 x (mean distance - 1/2). Images of MNIST's size, and
+    strokes narrower than STROKE_ENLARGEMENT pixels, are measured on the
+    image enlarged STROKE_ENLARGEMENT times (linear interpolation; less for
+    images over a quarter of STROKE_LARGEST_ENLARGED), so that the edge
+    falls between pixels as it does in the drawing.
+
+    Args:
+        digit: A grey image, white ink on black (uint8, or float 0..255).
+
+    Returns:
+        The stroke width in pixels of `digit`, 0.0 for an image without ink.
+    """
+    digit = np.asarray(digit, dtype=np.float32)
+    if digit.size == 0 or digit.max() <= 0:
+        return 0.0
+    longer = max(digit.shape)
+    if longer > STROKE_SMALL_IMAGE:
+        width = _mean_distance_width(digit)
+        # Large images are enlarged less, or not at all: the time grows with
+        # the square of the size, and one pixel matters less there.
+        enlargement = min(STROKE_ENLARGEMENT, STROKE_LARGEST_ENLARGED // longer)
+        if width >= STROKE_ENLARGEMENT or enlargement <= 1:
+            return width
+    else:
+        enlargement = STROKE_ENLARGEMENT
+    enlarged = cv2.resize(
+        digit, None, fx=enlargement, fy=enlargement, interpolation=cv2.INTER_LINEAR
+    )
+    return _mean_distance_width(enlarged) / enlargement
+
+
+def _mean_distance_width(digit):
+    """4 x (mean distance of the ink to the background - 1/2): see stroke_width."""
+    ink = (digit >= digit.max() / 2).view(np.uint8)
+    distance = cv2.distanceTransform(
+        cv2.copyMakeBorder(ink, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0),
+        cv2.DIST_L2,
+        cv2.DIST_MASK_PRECISE,
+    )
+    return 4 * (float(distance[1:-1, 1:-1][ink > 0].mean()) - 0.5)
 
 
 def _fit_to_box(cropped):

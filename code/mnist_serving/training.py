@@ -109,14 +109,30 @@ def augment(images: tf.Tensor, seed: int) -> tf.Tensor:
 
 
 def make_training_dataset(
-    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    seed: int,
+    shards: int = 1,
+    shard_index: int = 0,
 ) -> tf.data.Dataset:
-    """Shuffled, batched, distorted training data as a `tf.data.Dataset`."""
+    """Shuffled, batched, distorted training data as a `tf.data.Dataset`.
+
+    With `shards` > 1 (one per worker), this is worker `shard_index`'s share:
+    every worker shuffles alike (same seed) and keeps its own `len(images) //
+    shards` images of each epoch, so that the workers see disjoint images and
+    take the same number of steps; each distorts its images with its own seeds.
+    """
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     # One stateless seed per batch, new at every epoch: reproducible and safe
     # to compute in parallel.
-    batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    if shards > 1:
+        share = len(images) // shards
+        dataset = dataset.take(share * shards).shard(shards, shard_index)
+        seeds = seeds.shard(shards, shard_index)
+    batch_seeds = seeds.batch(2)
     dataset = tf.data.Dataset.zip((dataset.batch(batch_size), batch_seeds)).map(
         lambda batch, batch_seed: (augment(batch[0], batch_seed), batch[1]),
         num_parallel_calls=tf.data.AUTOTUNE,

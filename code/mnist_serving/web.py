@@ -1,0 +1,146 @@
+"""The drawing page's local setup: web/ over HTTP, and model_server.py beside it.
+
+A browser lets a page call a server of another origin only when the server
+allows it (CORS): model_server.py and TensorFlow Serving do with
+`--rest_api_enable_cors_support=true`, and they accept only pages whose
+origin is http(s)://, not a file opened from disk. So the page is served by a
+small static file server, and the model server is started with that flag.
+"""
+
+import functools
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.parse
+
+from mnist_serving import config
+
+MODEL_SERVER_SCRIPT = config.CODE_DIR / "model_server.py"
+# The line model_server.py (like tensorflow_model_server) logs once it answers.
+READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
+# Seconds the model server gets to finish its requests and exit when stopped.
+STOP_SECONDS = 30
+
+
+class _PageRequestHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves web/ quietly, and tells browsers to check for changes on every load."""
+
+    def end_headers(self):
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format, *arguments):
+        """Requests are not logged: the model server's log is the one to read."""
+
+
+class PageServer:
+    """Serves a folder (web/ by default) over HTTP in a background thread.
+
+    Args:
+        host: The address to listen on (127.0.0.1: this machine only).
+        port: The port; 0 picks a free one (see `port`).
+        directory: The folder to serve.
+
+    Raises:
+        OSError: The address cannot be bound (a port in use, say).
+    """
+
+    def __init__(self, host=config.REST_HOST, port=config.WEB_PAGE_PORT, directory=config.WEB_DIR):
+        handler = functools.partial(_PageRequestHandler, directory=str(directory))
+        self._server = http.server.ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        """The port the page is served on."""
+        return self._server.server_address[1]
+
+    def close(self):
+        """Stops serving and releases the port."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def local_url(host: str, port: int) -> str:
+    """http://host:port, as a browser on this machine reaches a server bound to `host`."""
+    if host in ("127.0.0.1", "0.0.0.0", "::", "::1", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def page_url(
+    host: str,
+    port: int,
+    server_url: str = config.DEFAULT_SERVER_URL,
+    model_name: str = config.MODEL_NAME,
+) -> str:
+    """The page's address, with `?server=` and `?model=` where they are not the page's defaults."""
+    query = {}
+    if server_url.rstrip("/") != config.DEFAULT_SERVER_URL:
+        query["server"] = server_url
+    if model_name != config.MODEL_NAME:
+        query["model"] = model_name
+    url = local_url(host, port) + "/"
+    if query:
+        url += "?" + urllib.parse.urlencode(query, safe=":/")
+    return url
+
+
+class ModelServerProcess:
+    """`python code/model_server.py ...` as a child process.
+
+    Its log is copied line by line to `log` (stderr by default), and watched
+    for the line that says which port it answers on. It runs in a session of
+    its own, so that Ctrl+C in a terminal reaches only its parent, which then
+    stops it once, letting it finish the requests in progress.
+    """
+
+    def __init__(self, arguments: list[str], log=sys.stderr):
+        self.process = subprocess.Popen(
+            [sys.executable, str(MODEL_SERVER_SCRIPT), *arguments],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            start_new_session=True,
+        )
+        self.port = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._copy_log, args=(log,), daemon=True)
+        self._reader.start()
+
+    def _copy_log(self, log):
+        for line in self.process.stdout:
+            log.write(line)
+            log.flush()
+            match = READY_LINE.search(line)
+            if match and self.port is None:
+                self.port = int(match.group(2))
+                self._ready.set()
+        self._ready.set()
+
+    def wait_until_ready(self) -> int | None:
+        """Waits until the server answers; its port, or None when it stopped first."""
+        self._ready.wait()
+        return self.port
+
+    def stop(self) -> int:
+        """Stops the server (SIGTERM, then SIGKILL after STOP_SECONDS); its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+        finally:
+            self._reader.join(timeout=5)

@@ -1,0 +1,78 @@
+"""bench/photo_bench.py: its drawings are what they say, and it runs every group."""
+
+import importlib.util
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from mnist_serving import config, preprocessing
+
+BENCH = config.PROJECT_DIR / "bench" / "photo_bench.py"
+
+
+@pytest.fixture(scope="module")
+def photo_bench():
+    """The bench script as a module, for its drawing functions."""
+    spec = importlib.util.spec_from_file_location("photo_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_bench(*arguments):
+    return subprocess.run(
+        [sys.executable, str(BENCH), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("pen", [1, 3, 8, 20])
+def test_pen_draws_the_digit_with_a_line_of_its_width(photo_bench, mnist, pen):
+    (_, _), (test_images, _) = mnist
+    coverage = photo_bench.pen_coverage(test_images[0], 160, pen, angle=0.0)
+    assert preprocessing.stroke_width(coverage * 255) == pytest.approx(pen, rel=0.2, abs=0.3)
+
+
+def test_font_digit_is_drawn_at_the_height_asked(photo_bench):
+    fonts = [font for _, font in photo_bench.read_font_list(photo_bench.FONT_LIST)]
+    coverage = photo_bench.glyph_coverage(fonts[0], 5, height=120, angle=0.0)
+    _, _, _, height = cv2.boundingRect((coverage >= 0.5).astype(np.uint8))
+    assert height == pytest.approx(120, abs=2)
+
+
+def test_every_group_draws_the_same_photos_for_the_same_seed(photo_bench, mnist):
+    (_, _), (test_images, _) = mnist
+    fonts = [font for _, font in photo_bench.read_font_list(photo_bench.FONT_LIST)]
+    for name, group in photo_bench.GROUPS.items():
+        source = (fonts[0], 4) if name == "fonts" else test_images[5]
+        first = group.draw(source, photo_bench.group_rng(0, name))
+        second = group.draw(source, photo_bench.group_rng(0, name))
+        np.testing.assert_array_equal(first, second, err_msg=name)
+
+
+def test_bench_runs_every_group_and_reports_each(export_base):
+    result = run_bench("--images", 3, "--timed-photos", 2, "--model-base", export_base)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    for name in ["mixed", "size", "pen", "blur", "motion", "jpeg", "light", "chalk", "fonts"]:
+        assert name in rows
+    assert "MNIST groups" in result.stdout
+    assert "per 1-megapixel JPEG photo" in result.stdout
+
+
+def test_missing_fonts_are_reported_loudly(export_base, tmp_path):
+    fonts = tmp_path / "fonts.txt"
+    fonts.write_text("fonts-nowhere  /nonexistent/Handwriting.ttf\n")
+    result = run_bench(
+        "--images", 2, "--groups", "fonts", "--fonts", fonts, "--timed-photos", 0,
+        "--model-base", export_base,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "WARNING: 1 of the 1 handwriting fonts" in result.stderr
+    assert "make fonts" in result.stderr
+    assert "NOT RUN" in result.stdout
