@@ -18,10 +18,17 @@ import sys
 
 from mnist_serving import cli, config
 from mnist_serving.serving.options import (
+    DEFAULT_MAX_BYTES_IN_FLIGHT,
+    DEFAULT_MAX_IMAGES_IN_FLIGHT,
+    DEFAULT_MAX_IMAGES_PER_REQUEST,
+    DEFAULT_MAX_JSON_VALUES,
+    DEFAULT_MAX_PIXELS_PER_IMAGE,
+    DEFAULT_MAX_PIXELS_PER_REQUEST,
     DEFAULT_MAX_QUEUED_REQUESTS,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_REST_API_NUM_THREADS,
 )
+from mnist_serving.text import OneLineFormatter
 
 PROGRAM = "model_server.py"
 LOG_FORMAT = "%(asctime)s.%(msecs)03d: %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
@@ -95,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rest_api_timeout_in_ms",
         type=int,
         default=30000,
-        help="time limit of one prediction, then HTTP 504; 0 for none",
+        help="time limit of one prediction, then HTTP 504, and work not yet started is "
+        "dropped; 0 for none",
     )
     parser.add_argument(
         "--rest_api_num_threads",
@@ -115,6 +123,51 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help="largest request body accepted, after gzip decompression; larger gets HTTP 413 "
+        "(model_server.py only: TF Serving takes any size)",
+    )
+    parser.add_argument(
+        "--rest_api_max_bytes_in_flight",
+        type=int,
+        default=DEFAULT_MAX_BYTES_IN_FLIGHT,
+        help="bytes of request bodies held at once, being received, waiting or parsed; beyond, "
+        "HTTP 503 at once (model_server.py only: TF Serving holds any number of bodies)",
+    )
+    parser.add_argument(
+        "--rest_api_max_json_values",
+        type=int,
+        default=DEFAULT_MAX_JSON_VALUES,
+        help="JSON values (numbers, strings, lists, objects) in one body, counted from its "
+        "commas and brackets before it is parsed; more gets HTTP 400 (model_server.py only: "
+        "TF Serving parses any number)",
+    )
+    parser.add_argument(
+        "--max_images_per_request",
+        type=int,
+        default=DEFAULT_MAX_IMAGES_PER_REQUEST,
+        help="images (the first dimension of the inputs) in one prediction; more gets HTTP 400 "
+        "(model_server.py only: TF Serving bounds them only with batching, by max_batch_size)",
+    )
+    parser.add_argument(
+        "--max_images_in_flight",
+        type=int,
+        default=DEFAULT_MAX_IMAGES_IN_FLIGHT,
+        help="images computed at once across requests; a request waits its turn, until "
+        "--rest_api_timeout_in_ms (model_server.py only: TF Serving bounds requests at once, "
+        "by its threads, not images)",
+    )
+    parser.add_argument(
+        "--max_pixels_per_image",
+        type=int,
+        default=DEFAULT_MAX_PIXELS_PER_IMAGE,
+        help="pixels (width x height x frames, read from the header) of a PNG, JPEG, GIF, BMP "
+        "or WebP image in a string input; more gets HTTP 400 before the model decodes it "
+        "(model_server.py only: TF Serving lets the model decode any size)",
+    )
+    parser.add_argument(
+        "--max_pixels_per_request",
+        type=int,
+        default=DEFAULT_MAX_PIXELS_PER_REQUEST,
+        help="pixels of all such images in one prediction together; more gets HTTP 400 "
         "(model_server.py only)",
     )
     cli.add_bool_flag(
@@ -179,12 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the server until SIGINT or SIGTERM; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=LOG_FORMAT,
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
+    # Each record one line, whatever a request put in it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logger = logging.getLogger("model_server")
     from mnist_serving.serving.errors import ConfigError
     from mnist_serving.serving.options import options_from_flags

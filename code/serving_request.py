@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from mnist_serving import cli, config
+from mnist_serving.text import one_line, printable
 
 # Exit statuses.
 ALL_CLASSIFIED, SOME_FAILED, USAGE_ERROR = 0, 1, 2
@@ -155,23 +156,6 @@ def list_images(path, recursive):
     return sorted(files, key=lambda candidate: natural_key(candidate.relative_to(path)))
 
 
-# Control characters, escaped in plain output so that a file name is one line.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text):
-    """`text` as it can be printed: bytes of a file name that are not UTF-8 become U+FFFD.
-
-    On Linux a file name is any bytes; Python keeps those that are not UTF-8
-    as lone surrogates, which no UTF-8 output (nor JSON) can hold.
-    """
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # Surrogates that no file name decodes to.
-        raw = text.encode("utf-8", "replace")
-    return raw.decode("utf-8", "replace")
-
-
 class Report:
     """Prints results as they come, then a summary; counts what failed.
 
@@ -194,8 +178,7 @@ class Report:
             )
 
     def text(self, value):
-        value = printable(value)
-        return value if self.as_json else value.translate(_CONTROL_ESCAPES)
+        return printable(value) if self.as_json else one_line(value)
 
     def name(self, path):
         return self.text(str(path.relative_to(self.root)) if self.root else path.name)

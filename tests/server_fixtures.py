@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import requests
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer
 
 from mnist_serving import config
 
@@ -285,3 +287,14 @@ def write_warmup_requests(version_path, inputs_list, signature_name="serving_def
 
     logs = [warmup.predict_log(inputs, signature_name) for inputs in inputs_list]
     return warmup.write_warmup_file(version_path, logs)
+
+
+class RestTestServer(BaseTestServer):
+    """aiohttp's test server (for `aiohttp_client`) around the REST API's own server."""
+
+    def __init__(self, api, **keywords):
+        self.api = api
+        super().__init__(**keywords)
+
+    async def _make_runner(self, **keywords):
+        return web.ServerRunner(self.api.server(), **keywords)

@@ -74,6 +74,44 @@ def test_bad_flag_value_is_one_line_error(capsys):
     assert "--rest_api_port: invalid int value: 'abc'" in lines[0]
 
 
+def test_limit_flags_say_what_tf_serving_does_instead(capsys):
+    with pytest.raises(SystemExit):
+        model_server.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in (
+        "--max_images_per_request",
+        "--max_images_in_flight",
+        "--max_pixels_per_image",
+        "--max_pixels_per_request",
+        "--rest_api_max_json_values",
+        "--rest_api_max_bytes_in_flight",
+    ):
+        # The flag's entry in the list of options, up to its default.
+        entry = text.rsplit(f"{flag} {flag.lstrip('-').upper()}", 1)[1]
+        assert "model_server.py only" in entry.split("(default: ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--max_images_per_request=0"], "--max_images_per_request must be positive"),
+        (["--max_pixels_per_image=-1"], "--max_pixels_per_image must be positive"),
+        (
+            ["--max_images_per_request=9", "--max_images_in_flight=8"],
+            "--max_images_per_request must not be more than --max_images_in_flight",
+        ),
+        (
+            ["--rest_api_max_request_bytes=2000", "--rest_api_max_bytes_in_flight=1000"],
+            "--rest_api_max_request_bytes must not be more than --rest_api_max_bytes_in_flight",
+        ),
+    ],
+)
+def test_limits_that_cannot_work_are_one_line_errors(capsys, flags, expected):
+    status, lines = run_main(capsys, *flags)
+    assert status == 1
+    assert lines == [f"model_server.py: error: {expected}"]
+
+
 def test_empty_base_path_is_tf_serving_error(capsys):
     status, lines = run_main(capsys, "--model_base_path=")
     assert status == 1

@@ -21,6 +21,22 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
 # TF Serving's --rest_api_num_threads default: 4 per CPU.
 DEFAULT_REST_API_NUM_THREADS = 4 * (os.cpu_count() or 1)
 DEFAULT_MAX_QUEUED_REQUESTS = 128
+# The limits TF Serving does not have (see Instructions.md, "Limits of the
+# server"). This project's CNN takes about 250 KB per image while it computes,
+# on top of 0.8 GB for TensorFlow and the model: 2,048 images in flight keep
+# the server near 1.3 GB (bench/server_limits_bench.py), under 2 GB.
+DEFAULT_MAX_IMAGES_PER_REQUEST = 2048
+DEFAULT_MAX_IMAGES_IN_FLIGHT = 2048
+# 16 Mi pixels is a 4096x4096 image or a 12-megapixel photo; 2,048 MNIST
+# digits are 1.6 Mi pixels.
+DEFAULT_MAX_PIXELS_PER_IMAGE = 16 * 2**20
+DEFAULT_MAX_PIXELS_PER_REQUEST = 32 * 2**20
+# A JSON value becomes a Python object of 30 to 80 bytes while a body is
+# parsed; 2,048 digits as nested lists are 3.3 million values.
+DEFAULT_MAX_JSON_VALUES = 4 * 2**20
+# Bodies being received, waiting for a worker or being parsed: four of the
+# largest, or hundreds of ordinary ones.
+DEFAULT_MAX_BYTES_IN_FLIGHT = 4 * DEFAULT_MAX_REQUEST_BYTES
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,12 @@ class ServerOptions:
     rest_api_num_threads: int = DEFAULT_REST_API_NUM_THREADS
     rest_api_max_queued_requests: int = DEFAULT_MAX_QUEUED_REQUESTS
     rest_api_max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    rest_api_max_bytes_in_flight: int = DEFAULT_MAX_BYTES_IN_FLIGHT
+    rest_api_max_json_values: int = DEFAULT_MAX_JSON_VALUES
+    max_images_per_request: int = DEFAULT_MAX_IMAGES_PER_REQUEST
+    max_images_in_flight: int = DEFAULT_MAX_IMAGES_IN_FLIGHT
+    max_pixels_per_image: int = DEFAULT_MAX_PIXELS_PER_IMAGE
+    max_pixels_per_request: int = DEFAULT_MAX_PIXELS_PER_REQUEST
     batching_parameters: BatchingParameters | None = None  # None: batching off.
     prometheus_path: str | None = None  # None: no metrics page.
     rest_api_enable_cors_support: bool = False
@@ -68,11 +90,27 @@ def options_from_flags(args: argparse.Namespace) -> ServerOptions:
     """
     if not 0 <= args.rest_api_port <= 65535:
         raise ConfigError(f"--rest_api_port must be between 0 and 65535, got {args.rest_api_port}")
-    for flag in ("rest_api_max_request_bytes", "rest_api_num_threads"):
+    for flag in (
+        "rest_api_max_request_bytes",
+        "rest_api_num_threads",
+        "rest_api_max_bytes_in_flight",
+        "rest_api_max_json_values",
+        "max_images_per_request",
+        "max_images_in_flight",
+        "max_pixels_per_image",
+        "max_pixels_per_request",
+    ):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be positive")
     if args.rest_api_max_queued_requests < 0:
         raise ConfigError("--rest_api_max_queued_requests must not be negative")
+    # Otherwise the largest request allowed could never run, or never be received.
+    if args.max_images_per_request > args.max_images_in_flight:
+        raise ConfigError("--max_images_per_request must not be more than --max_images_in_flight")
+    if args.rest_api_max_request_bytes > args.rest_api_max_bytes_in_flight:
+        raise ConfigError(
+            "--rest_api_max_request_bytes must not be more than --rest_api_max_bytes_in_flight"
+        )
     if args.batching_parameters_file and not args.enable_batching:
         raise ConfigError(
             "server_options.batching_parameters_file is set without setting "
@@ -109,6 +147,12 @@ def options_from_flags(args: argparse.Namespace) -> ServerOptions:
         rest_api_num_threads=args.rest_api_num_threads,
         rest_api_max_queued_requests=args.rest_api_max_queued_requests,
         rest_api_max_request_bytes=args.rest_api_max_request_bytes,
+        rest_api_max_bytes_in_flight=args.rest_api_max_bytes_in_flight,
+        rest_api_max_json_values=args.rest_api_max_json_values,
+        max_images_per_request=args.max_images_per_request,
+        max_images_in_flight=args.max_images_in_flight,
+        max_pixels_per_image=args.max_pixels_per_image,
+        max_pixels_per_request=args.max_pixels_per_request,
         batching_parameters=batching,
         prometheus_path=prometheus_path,
         rest_api_enable_cors_support=args.rest_api_enable_cors_support,

@@ -46,7 +46,7 @@ class ModelServer:
         self.plane = DataPlane(options)
         self.port: int | None = None
         self._socket: socket.socket | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._site: web.SockSite | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -87,12 +87,11 @@ class ModelServer:
                 f"Failed to start server. Error: UNKNOWN: {len(failures)} model(s) did not "
                 "become available: {" + ", ".join(failures) + "}"
             )
-        self._runner = web.AppRunner(
-            RestApi(self.plane).application(),
-            handle_signals=False,
-            access_log_class=AccessLogger,
-            access_log=LOGGER if options.verbose else None,
-            shutdown_timeout=SHUTDOWN_SECONDS,
+        rest_server = RestApi(self.plane).server(
+            access_log_class=AccessLogger, access_log=LOGGER if options.verbose else None
+        )
+        self._runner = web.ServerRunner(
+            rest_server, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
         )
         await self._runner.setup()
         self._site = web.SockSite(self._runner, self._socket, backlog=LISTEN_BACKLOG)
