@@ -57,3 +57,12 @@ DEFAULT_EXPORT_BASE = PROJECT_DIR / MODEL_NAME
 FIGURES_DIR = PROJECT_DIR / "figures"
 TEST_IMAGES_DIR = PROJECT_DIR / "test_images"
 WEB_DIR = PROJECT_DIR / "web"
+
+
+def metrics_path(model_path: Path) -> Path:
+    """The metrics file that goes with a model file: cnnModel.h5 -> cnnModel.metrics.json.
+
+    The trainer writes it; the exporter reads the model's temperature from it.
+    """
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".metrics.json")
