@@ -209,17 +209,22 @@ def copy_version(source, base, version):
 
 
 class ServerProcess:
-    """`python code/model_server.py ...` on free 127.0.0.1 ports (REST and gRPC)."""
+    """`python code/model_server.py ...` on free 127.0.0.1 ports (REST and gRPC).
 
-    def __init__(self, *arguments, wait=True):
+    `command` replaces `python code/model_server.py` (the arguments follow it),
+    e.g. a shell command line of the manual run in a copy of the project.
+    """
+
+    def __init__(self, *arguments, wait=True, command=None, cwd=None):
         self.arguments = ["--rest_api_port=0", "--port=0", *map(str, arguments)]
         environment = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), *self.arguments],
+            [*(command or [sys.executable, str(SERVER_SCRIPT)]), *self.arguments],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env=environment,
+            cwd=cwd,
         )
         self.lines = []
         self.port = None
