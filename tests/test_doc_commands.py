@@ -242,12 +242,12 @@ def shape(line):
 
 
 def structure(value):
-    """A JSON value's keys and types, lists by their first item."""
+    """A JSON value's keys and types (not its values), lists by their first item."""
     if isinstance(value, dict):
         return {key: structure(item) for key, item in value.items()}
     if isinstance(value, list):
         return [structure(value[0])] if value else []
-    return "number" if isinstance(value, int | float) and not isinstance(value, bool) else value
+    return type(value).__name__.replace("int", "float")  # JSON has numbers
 
 
 def as_json(lines):
@@ -287,8 +287,10 @@ class Sandbox:
         )
         for name in ("data", "test_images", "serving_config", "web", "figures", "Makefile"):
             (root / name).symlink_to(config.PROJECT_DIR / name)
-        (root / ".venv").symlink_to(Path(sys.executable).resolve().parent.parent)
+        (root / ".venv").symlink_to(sys.prefix)  # the venv that runs the tests
         (root / "smoke").mkdir()
+        # curl's progress meter (stderr, when not a terminal) is no part of the samples.
+        (root / ".curlrc").write_text("--silent\n--show-error\n")
         self.done = {}  # (folder, command) -> output, for commands run once for all
 
     def run(self, command, folder, timeout=900):
@@ -303,7 +305,7 @@ class Sandbox:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=dict(os.environ, PATH=path, PYTHONUNBUFFERED="1"),
+            env=dict(os.environ, PATH=path, PYTHONUNBUFFERED="1", CURL_HOME=str(self.root)),
         )
         lines = [
             line for line in (result.stdout + result.stderr).splitlines() if not NOISE.match(line)
@@ -329,7 +331,11 @@ def quick_check_commands():
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     """The copy, with the quick check's model as code/cnnModel.h5 and versions 1 and 2."""
-    box = Sandbox(tmp_path_factory.mktemp("project"))
+    return trained_sandbox(tmp_path_factory.mktemp("project"))
+
+
+def trained_sandbox(root):
+    box = Sandbox(root)
     code = box.root / "code"
     for text in quick_check_commands():
         if "model_trainer.py" in text or "export_model.py" in text:
