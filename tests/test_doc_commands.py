@@ -68,7 +68,7 @@ COMMAND_WORDS = {
     ".venv/bin/python",
 }
 # Blocks not run that carry no marker, by document and first command: the
-# photo bench's section is edited elsewhere as one block (issue 13's work).
+# photo bench's section is kept as one verbatim block, edited with the bench itself.
 UNMARKED_NOT_RUN = {
     ("bench/README.md", "python bench/photo_bench.py"): (
         "a benchmark: minutes of both cores; tests/test_photo_bench.py runs it on a few photos"
@@ -275,6 +275,11 @@ def assert_same_shape(shown, printed, where):
         assert got == wanted, f"{where}: printed\n" + "\n".join(printed)
 
 
+def shell_path():
+    """PATH with the tests' venv first: `python` in a command is the venv's."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+
 class Sandbox:
     """A copy of the project in which the manual's commands run."""
 
@@ -298,14 +303,13 @@ class Sandbox:
         key = (folder, command)
         if key in self.done:
             return 0, self.done[key]
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
         result = subprocess.run(
             ["bash", "-c", command],
             cwd=folder,
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=dict(os.environ, PATH=path, PYTHONUNBUFFERED="1", CURL_HOME=str(self.root)),
+            env=dict(os.environ, PATH=shell_path(), PYTHONUNBUFFERED="1", CURL_HOME=str(self.root)),
         )
         lines = [
             line for line in (result.stdout + result.stderr).splitlines() if not NOISE.match(line)
@@ -365,9 +369,9 @@ class Walk:
         command = re.sub(r"\s*--(rest_api_port|port)[= ]\d+", "", command)
         command = re.sub(r"\s+#.*$", "", command.replace("\\\n", " "))
         self.stop_server()
-        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
         self.server = ServerProcess(
-            command=["bash", "-c", f'PATH="{path}" exec {command} "$@"', "bash"], cwd=folder
+            command=["bash", "-c", f'PATH="{shell_path()}" exec {command} "$@"', "bash"],
+            cwd=folder,
         )
         self.ports = {
             shown_rest.group(1) if shown_rest else "8501": self.server.port,
@@ -376,8 +380,8 @@ class Walk:
 
     def stop_server(self):
         if self.server:
-            status = self.server.stop()
-            assert status == 0, self.server.log
+            server, self.server = self.server, None
+            assert server.stop() == 0, server.log
 
     def client_command(self, command):
         if "serving_request.py" not in command or "--server" in command or not self.ports:
@@ -449,3 +453,28 @@ def test_the_commands_of_the_manual_run_as_printed(sandbox, document):
         walk.stop_server()
     if document in ("README.md", "Instructions.md"):
         assert ran, f"no block of {document} was run"
+
+
+def heading_anchors(path):
+    """The anchors GitHub gives a Markdown file's headings."""
+    anchors = set()
+    in_fence = False
+    for line in path.read_text().splitlines():
+        in_fence ^= line.startswith("```")
+        if not in_fence and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return anchors
+
+
+def test_links_between_the_documents_reach_their_files_and_headings():
+    for document in DOCUMENTS:
+        path = config.PROJECT_DIR / document
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+            if re.match(r"^[a-z]+:", target):
+                continue  # a web address
+            file, _, anchor = target.partition("#")
+            linked = (path.parent / file).resolve() if file else path
+            assert linked.exists(), f"{document}: {target}"
+            if anchor:
+                assert anchor in heading_anchors(linked), f"{document}: {target}"
