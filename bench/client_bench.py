@@ -177,8 +177,7 @@ def main(argv=None):
         if untrained:
             print(f"No export in {arguments.model_base}: serving an UNTRAINED CNN")
             print("(its accuracy is chance; export a trained model to measure accuracy)")
-        server = start_server(base, enable_batching=False, batching_file=None)
-        try:
+        with start_server(base, enable_batching=False, batching_file=None) as server:
             rows = []
             same_classes = []
             for signature in (config.PNG_SIGNATURE, config.DEFAULT_SIGNATURE):
@@ -188,7 +187,7 @@ def main(argv=None):
                     name = f"serving_request.py --protocol {protocol}, {signature}"
                     rows.append((name, len(paths), seconds, classes))
                 same_classes.append(runs["rest"][1] == runs["grpc"][1])
-            server_memory = memory_mib(server.process.pid, "VmRSS")
+            server_memory = memory_mib(server.pid, "VmRSS")
             seconds, classes = run_in_process(base / str(version), paths, arguments.batch_size)
             in_process = ("in-process, same files and batches", len(paths), seconds, classes)
             original_paths = paths[: arguments.original_images]
@@ -201,9 +200,6 @@ def main(argv=None):
                     classes,
                 )
             )
-        finally:
-            server.process.terminate()
-            server.process.wait()
 
     print(
         f"{len(paths)} MNIST test digits as PNG files, {arguments.batch_size} per request, "

@@ -32,7 +32,6 @@ import argparse
 import base64
 import os
 import string
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from serving_bench import PROJECT_DIR, READY_LINE, ensure_model
+from serving_bench import PROJECT_DIR, ensure_model
 
 # The hostile inputs and the memory readings of the tests.
 sys.path.insert(0, str(PROJECT_DIR / "tests"))
@@ -58,6 +57,7 @@ from limits_fixtures import (
 )
 
 from mnist_serving import cli, config, data
+from mnist_serving.server_process import ModelServerProcess
 from mnist_serving.serving.options import DEFAULT_MAX_IMAGES_PER_REQUEST
 
 ROW = "{:<7}{:<34}{:<24}{:>9}{:>10}{:>10}{:>8}  {}"
@@ -93,36 +93,25 @@ def parse_arguments(argv=None):
     return parser.parse_args(argv)
 
 
-class Server:
+class Server(ModelServerProcess):
     """A model_server.py process of some checkout, on a free port, its log drained."""
 
     def __init__(self, code_dir, base_path, scratch):
         monitoring = Path(scratch) / "monitoring.config"
         monitoring.write_text(MONITORING)
-        self.process = subprocess.Popen(
+        super().__init__(
             [
-                sys.executable,
-                str(code_dir / "model_server.py"),
                 "--rest_api_port=0",
+                "--port=0",
                 f"--model_base_path={base_path}",
                 f"--model_name={config.MODEL_NAME}",
                 f"--monitoring_config_file={monitoring}",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            script=code_dir / "model_server.py",
         )
-        self.port = None
-        for line in self.process.stderr:
-            match = READY_LINE.search(line)
-            if match:
-                self.port = int(match.group(2))
-                break
-        if self.port is None:
-            self.process.wait()
-            raise SystemExit(f"model_server.py of {code_dir} did not start")
-        threading.Thread(target=lambda: [None for _ in self.process.stderr], daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.port}"
+        if self.wait_until_ready() is None:
+            self.stop()
+            raise SystemExit(f"model_server.py of {code_dir} did not start:\n{self.log}")
 
     def cpu_seconds(self):
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -142,14 +131,6 @@ class Server:
 
     def memory_mib(self, field):
         return memory_bytes(self.process.pid, field) / 2**20
-
-    def stop(self):
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def post_together(url, bodies):

@@ -27,9 +27,7 @@ import argparse
 import base64
 import collections
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,12 +43,10 @@ import requests  # noqa: E402
 
 from mnist_serving import config, data, export, savedmodel, tensor_proto  # noqa: E402
 from mnist_serving.client import encode_png  # noqa: E402
+from mnist_serving.server_process import ModelServerProcess  # noqa: E402
 
-READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
-GRPC_LINE = re.compile(r"Running gRPC ModelServer at ([^ ]+):(\d+) ")
 # Rounds per protocol and scenario, alternating REST and gRPC.
 ROUNDS = 2
-Server = collections.namedtuple("Server", "process port grpc_port")
 
 
 def parse_arguments(argv=None):
@@ -122,10 +118,8 @@ def ensure_model(base_path, scratch, images):
 
 
 def start_server(base_path, enable_batching, batching_file, extra_flags=()):
-    """Starts model_server.py on free ports; returns a Server once it serves."""
-    command = [
-        sys.executable,
-        str(PROJECT_DIR / "code" / "model_server.py"),
+    """Starts model_server.py on free ports; returns its ModelServerProcess once it serves."""
+    flags = [
         "--rest_api_port=0",
         "--port=0",
         f"--model_base_path={base_path}",
@@ -133,27 +127,14 @@ def start_server(base_path, enable_batching, batching_file, extra_flags=()):
         *extra_flags,
     ]
     if enable_batching:
-        command.append("--enable_batching")
+        flags.append("--enable_batching")
         if batching_file:
-            command.append(f"--batching_parameters_file={batching_file}")
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    port = grpc_port = None
-    for line in process.stderr:
-        grpc_match = GRPC_LINE.search(line)
-        if grpc_match:
-            grpc_port = int(grpc_match.group(2))
-        match = READY_LINE.search(line)
-        if match:
-            port = int(match.group(2))
-            break
-    if port is None:
-        process.wait()
-        raise SystemExit("model_server.py did not start")
-    # Keep draining its log so that the pipe never fills.
-    threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
-    return Server(process, port, grpc_port)
+            flags.append(f"--batching_parameters_file={batching_file}")
+    server = ModelServerProcess(flags)
+    if server.wait_until_ready() is None:
+        server.stop()
+        raise SystemExit("model_server.py did not start:\n" + server.log)
+    return server
 
 
 def memory_mib(pid, field):
@@ -316,16 +297,12 @@ def main(argv=None):
                 f"the CNN exported to {base_path} (same size and speed as the trained one)."
             )
         print(f"Model: {base_path}/{version}")
-        server = start_server(
+        with start_server(
             base_path, arguments.enable_batching, arguments.batching_parameters_file
-        )
-        try:
-            rss = memory_mib(server.process.pid, "VmRSS")
+        ) as server:
+            rss = memory_mib(server.pid, "VmRSS")
             rows = run_scenarios(arguments, images, base_path / str(version), server)
-            peak = memory_mib(server.process.pid, "VmHWM")
-        finally:
-            server.process.terminate()
-            server.process.wait(timeout=60)
+            peak = memory_mib(server.pid, "VmHWM")
     print_table(arguments, rows)
     print_comparison(rows)
     print(

@@ -6,13 +6,8 @@ half_plus_two, a model with several signatures, inputs, outputs and dtypes,
 and a model that computes for as long as it is asked to (for timeouts).
 """
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,11 +15,8 @@ import requests
 from aiohttp import web
 from aiohttp.test_utils import BaseTestServer
 
-from mnist_serving import config
+from mnist_serving.server_process import ModelServerProcess
 
-SERVER_SCRIPT = config.CODE_DIR / "model_server.py"
-READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
-GRPC_LINE = re.compile(r"Running gRPC ModelServer at ([^ ]+):(\d+) ")
 STARTUP_SECONDS = 120
 
 
@@ -208,66 +200,25 @@ def copy_version(source, base, version):
     return base / str(version)
 
 
-class ServerProcess:
+class ServerProcess(ModelServerProcess):
     """`python code/model_server.py ...` on free 127.0.0.1 ports (REST and gRPC).
 
-    `command` replaces `python code/model_server.py` (the arguments follow it),
-    e.g. a shell command line of the manual run in a copy of the project.
+    Unless `wait=False`, it returns once the server answers, and fails with the
+    server's log if it does not.
     """
 
-    def __init__(self, *arguments, wait=True, command=None, cwd=None):
-        self.arguments = ["--rest_api_port=0", "--port=0", *map(str, arguments)]
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [*(command or [sys.executable, str(SERVER_SCRIPT)]), *self.arguments],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=environment,
-            cwd=cwd,
-        )
-        self.lines = []
-        self.port = None
-        self.grpc_port = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+    def __init__(self, *arguments, wait=True):
+        super().__init__(["--rest_api_port=0", "--port=0", *map(str, arguments)])
         if wait:
             self.wait_until_ready()
 
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            grpc_match = GRPC_LINE.search(line)
-            if grpc_match:
-                self.grpc_port = int(grpc_match.group(2))
-            match = READY_LINE.search(line)
-            if match:
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
     def wait_until_ready(self, timeout=STARTUP_SECONDS):
         """Waits for the `Exporting HTTP/REST API at:...` line; fails with the log."""
-        self._ready.wait(timeout)
-        if self.port is None:
+        port = super().wait_until_ready(timeout)
+        if port is None:
             self.stop()
             raise AssertionError("server did not start:\n" + self.log)
-
-    @property
-    def log(self):
-        """Everything the server printed so far."""
-        return "\n".join(self.lines)
-
-    @property
-    def url(self):
-        """http://127.0.0.1:<port>"""
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def grpc_target(self):
-        """127.0.0.1:<gRPC port>"""
-        return f"127.0.0.1:{self.grpc_port}"
+        return port
 
     def get(self, path, **keywords):
         return requests.get(self.url + path, timeout=60, **keywords)
@@ -277,43 +228,24 @@ class ServerProcess:
 
     def wait_for_log(self, pattern, timeout=60):
         """Waits until a log line matches `pattern`; returns the line."""
-        deadline = time.monotonic() + timeout
         compiled = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if compiled.search(line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no log line matched {pattern!r}:\n{self.log}")
-
-    def stop(self, signal_number=signal.SIGTERM, timeout=60):
-        """Sends a signal and waits for the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal_number)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-        finally:
-            self._reader.join(timeout=5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        self.stop()
+        return wait_until(
+            lambda: next((line for line in list(self.lines) if compiled.search(line)), None),
+            timeout,
+            interval=0.05,
+            failure=lambda: f"no log line matched {pattern!r}:\n{self.log}",
+        )
 
 
-def wait_until(condition, timeout=60, interval=0.1):
-    """Polls `condition()` until it is truthy; returns its value or fails."""
+def wait_until(condition, timeout=60, interval=0.1, failure=lambda: "condition not met in time"):
+    """Polls `condition()` until it is truthy; returns its value or fails with `failure()`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(failure())
 
 
 def version_states(server, model):

@@ -23,6 +23,7 @@ The smoke model is the one the quick check of Instructions.md section 4
 trains (1,000 images, one epoch).
 """
 
+import contextlib
 import doctest
 import json
 import os
@@ -35,9 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from server_fixtures import ServerProcess, copy_version
+from server_fixtures import STARTUP_SECONDS, copy_version
 
 from mnist_serving import config
+from mnist_serving.server_process import ModelServerProcess
 
 DOCUMENTS = ("README.md", "Instructions.md", "docs/model_server.md", "bench/README.md")
 MARKER = re.compile(r"<!--\s*doc-commands:\s*(.*?)\s*-->")
@@ -364,17 +366,22 @@ class Walk:
         self.ports = {}
 
     def start_server(self, command, folder):
+        """Starts `python [code/]model_server.py FLAGS` as printed, on free ports."""
         shown_rest = re.search(r"--rest_api_port[= ](\d+)", command)
         shown_grpc = re.search(r"--port[= ](\d+)", command)
         command = re.sub(r"\s*--(rest_api_port|port)[= ]\d+", "", command)
-        command = re.sub(r"\s+#.*$", "", command.replace("\\\n", " "))
+        python, script, *flags = shlex.split(command.replace("\\\n", " "), comments=True)
+        assert python == "python", command
         self.stop_server()
-        self.server = ServerProcess(
-            command=["bash", "-c", f'PATH="{shell_path()}" exec {command} "$@"', "bash"],
-            cwd=folder,
-        )
+        # The server inherits the working folder its relative paths are read from.
+        with contextlib.chdir(folder):
+            self.server = ModelServerProcess(
+                [*flags, "--rest_api_port=0", "--port=0"], script=folder / script
+            )
+        port = self.server.wait_until_ready(STARTUP_SECONDS)
+        assert port, f"{command}: the server did not start:\n{self.server.log}"
         self.ports = {
-            shown_rest.group(1) if shown_rest else "8501": self.server.port,
+            shown_rest.group(1) if shown_rest else "8501": port,
             shown_grpc.group(1) if shown_grpc else "8500": self.server.grpc_port,
         }
 

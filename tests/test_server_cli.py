@@ -12,9 +12,10 @@ import sys
 
 import model_server
 import pytest
-from server_fixtures import SERVER_SCRIPT, ServerProcess, copy_version, save_half_plus
+from server_fixtures import ServerProcess, copy_version, save_half_plus
 
 from mnist_serving import config
+from mnist_serving.server_process import MODEL_SERVER_SCRIPT
 
 
 def run_main(capsys, *arguments):
@@ -30,7 +31,13 @@ def run_main(capsys, *arguments):
 def run_program(*arguments):
     """Runs model_server.py to its end; returns the completed process."""
     return subprocess.run(
-        [sys.executable, str(SERVER_SCRIPT), "--rest_api_port=0", "--port=0", *map(str, arguments)],
+        [
+            sys.executable,
+            str(MODEL_SERVER_SCRIPT),
+            "--rest_api_port=0",
+            "--port=0",
+            *map(str, arguments),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
