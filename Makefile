@@ -23,6 +23,7 @@ TRAINING_SOURCES := data/mnist.npz requirements.txt code/model_trainer.py \
 .PHONY: help venv demo test lint fonts train export serve web classify clean
 
 help:
+	@echo "make venv      .venv with requirements.txt installed (then: source .venv/bin/activate)"
 	@echo "make demo      train (unless code/cnnModel.h5 is up to date), export, serve locally"
 	@echo "               and classify test_images/"
 	@echo "make test      the whole test suite"
