@@ -24,7 +24,7 @@ untrained copy of the CNN is exported to a temporary folder (same size and
 memory as the trained one) and the bench says so.
 
 Typical usage:
-    git worktree add --detach /tmp/before12b main
+    git worktree add --detach /tmp/before12b d4e6157   # main before the limits
     python bench/server_limits_bench.py --before /tmp/before12b/code
 """
 
