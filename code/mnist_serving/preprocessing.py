@@ -24,10 +24,12 @@ the figures all use:
    at DETAIL_SIZE across, from the full-resolution image when the working
    copy has fewer pixels across it: area-averaged down, or enlarged.
 6. `strokes`: for a larger digit, its strokes in black and white, cut where
-   each reaches half its own height, and widened or narrowed to MNIST's
-   stroke width (`stroke_width`) when measured to be outside MNIST's range.
-7. `fitted`: the longer side scaled to 20, the aspect ratio kept; black and
-   white strokes are area-averaged, as MNIST's were from NIST's scans.
+   each reaches half its own height, to measure their width
+   (`stroke_width`). Outside MNIST's range they are widened or narrowed to
+   MNIST's width; within it the ink is kept as it is, cropped where it is
+   half-way up (as web/mnist.js crops a drawing).
+7. `fitted`: the longer side scaled to 20, the aspect ratio kept, by area
+   averaging, as MNIST's digits were from NIST's black and white scans.
 8. `mnist`: the 28x28 result, centred by its centre of mass.
 
 Centre convention: OpenCV's moments put pixel (row, column) at the
@@ -394,7 +396,14 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks, size)
             strokes = _cut_strokes(cropped)
             relative_width = _relative_width(strokes)
-        strokes = _with_mnist_stroke_width(strokes, relative_width)
+        if THIN_STROKE <= relative_width <= THICK_STROKE:
+            # Strokes of MNIST's width are left as they are: the ink itself
+            # is fitted, from the working copy when it holds the digit at
+            # full resolution (a clean drawing comes out as the web page
+            # makes it), else from the digit read again.
+            strokes = _half_way_crop(ink if factor == 1 else cropped)
+        else:
+            strokes = _with_mnist_stroke_width(strokes, relative_width)
     record("cropped", cropped)
     record("strokes", strokes)
     fitted = _fit_to_box(strokes)
@@ -876,6 +885,15 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
     removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
     # Not clipped at 0: the paper's noise is measured on it.
     return np.where(removed > 0, 0, detail).astype(np.float32)
+
+
+def _half_way_crop(ink):
+    """uint8 ink cropped to where it reaches half its strongest level, as
+    the web page crops a drawing (web/mnist.js)."""
+    ink = cv2.convertScaleAbs(ink) if ink.dtype != np.uint8 else ink
+    half_way = (ink >= (int(ink.max()) + 1) // 2).view(np.uint8)
+    left, top, width, height = cv2.boundingRect(half_way)
+    return ink[top : top + height, left : left + width]
 
 
 def _resized(image, ratio):
