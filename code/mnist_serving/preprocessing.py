@@ -24,10 +24,11 @@ the figures all use:
    at DETAIL_SIZE across, from the full-resolution image when the working
    copy has fewer pixels across it: area-averaged down, or enlarged.
 6. `strokes`: for a larger digit, its strokes in black and white, cut where
-   each reaches half its own height, to measure their width
-   (`stroke_width`). Outside MNIST's range they are widened or narrowed to
-   MNIST's width; within it the ink is kept as it is, cropped where it is
-   half-way up (as web/mnist.js crops a drawing).
+   each reaches half its own height, and widened or narrowed to MNIST's
+   stroke width (`stroke_width`) when measured to be outside MNIST's range.
+   A drawing or clean scan (noiseless paper, at full resolution) whose
+   strokes are within that range keeps its ink as it is instead, cropped
+   where it is half-way up (as web/mnist.js crops a drawing).
 7. `fitted`: the longer side scaled to 20, the aspect ratio kept, by area
    averaging, as MNIST's digits were from NIST's black and white scans.
 8. `mnist`: the 28x28 result, centred by its centre of mass.
@@ -91,11 +92,17 @@ TAIL_FRACTION = 0.0002
 # grey levels (the interquartile range, which ink touching the border does
 # not move) spreads over more than this fraction of the ink's contrast. The
 # background is then estimated from a small thumbnail by a morphological
-# opening with a disc a third of the thumbnail's size, wider than any stroke.
+# opening with a disc a third of the thumbnail's size, wider than any stroke,
+# and a light blur.
 UNEVEN_LIGHTING = 0.1
 LIGHTING_MIN_SIZE = 2 * config.IMAGE_SIZE
-LIGHTING_THUMBNAIL_SIZE = 64
+LIGHTING_THUMBNAIL_SIZE = 128
 LIGHTING_KERNEL_FRACTION = 1 / 3
+LIGHTING_BLUR_SIGMA = 1.0
+# The map is then made again with a disc BACKGROUND_STROKES times as wide as
+# the ink's strokes (see `_stroke_sized_background`).
+BACKGROUND_STROKES = 4
+BACKGROUND_DISC_PIXELS = 9
 
 # The paper's level and noise are the median and the robust spread of the
 # border ring, less the ink touching it. Up to PAPER_NOISE_SIGMAS
@@ -396,12 +403,12 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks, size)
             strokes = _cut_strokes(cropped)
             relative_width = _relative_width(strokes)
-        if THIN_STROKE <= relative_width <= THICK_STROKE:
-            # Strokes of MNIST's width are left as they are: the ink itself
-            # is fitted, from the working copy when it holds the digit at
-            # full resolution (a clean drawing comes out as the web page
-            # makes it), else from the digit read again.
-            strokes = _half_way_crop(ink if factor == 1 else cropped)
+        paper_level, floor, _ = levels
+        if factor == 1 and floor == paper_level and THIN_STROKE <= relative_width <= THICK_STROKE:
+            # A drawing or a clean scan (noiseless paper, at full
+            # resolution) whose strokes have MNIST's width is fitted from
+            # its ink as it is, as the web page fits a drawing.
+            strokes = _half_way_crop(ink)
         else:
             strokes = _with_mnist_stroke_width(strokes, relative_width)
     record("cropped", cropped)
@@ -435,7 +442,46 @@ def _find_ink(full, scale, working_size, record):
     signed = _signed_ink(grey, paper, paper.background)
     record("ink", np.clip(signed, 0, 255))
     levels = _ink_levels(signed)
-    return factor, paper, signed, levels, _stretch(signed, levels)
+    stretched = _stretch(signed, levels)
+    if paper.background is not None:
+        # The first map's disc is sized for the largest digit; a shadow's
+        # edge narrower than it is taken for ink. The map is made again with
+        # a disc a few of the ink's strokes wide, which keeps those edges.
+        bright = 255.0 - grey if paper.dark_ink else grey
+        background = _stroke_sized_background(bright, stretched)
+        if background is not None:
+            paper = paper._replace(background=background)
+            signed = _signed_ink(grey, paper, background)
+            record("ink", np.clip(signed, 0, 255))
+            levels = _ink_levels(signed)
+            stretched = _stretch(signed, levels)
+    return factor, paper, signed, levels, stretched
+
+
+def _stroke_sized_background(bright, ink):
+    """The paper's map (`_estimate_background`) again, with a disc
+    BACKGROUND_STROKES times as wide as the strokes of `ink` (the uint8 ink
+    found with the first map); None when that disc is not much smaller than
+    the image.
+
+    It is opened on a thumbnail shrunk so that the disc measures about
+    BACKGROUND_DISC_PIXELS across, and not blurred: an opening keeps a
+    shadow's edge where it is, a blur would move it into the ink.
+    """
+    diameter = BACKGROUND_STROKES * max(_mean_distance_width(ink.astype(np.float32)), 1.0)
+    factor = max(1, int(diameter // BACKGROUND_DISC_PIXELS))
+    rows, columns = max(1, bright.shape[0] // factor), max(1, bright.shape[1] // factor)
+    whole_blocks = np.ascontiguousarray(bright[: rows * factor, : columns * factor])
+    thumbnail = cv2.resize(whole_blocks, (columns, rows), interpolation=cv2.INTER_AREA)
+    radius = max(1, round(diameter / factor / 2))
+    if 2 * radius + 1 >= max(rows, columns) / 2:
+        return None
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+    margin = 2 * radius
+    extended = np.pad(thumbnail, margin, mode="reflect", reflect_type="odd")
+    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
+    opened = np.ascontiguousarray(opened[margin:-margin, margin:-margin])
+    return cv2.resize(opened, bright.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 def _to_grey(image):
@@ -709,8 +755,7 @@ def _estimate_background(grey):
     """
     extended, disc, margin = _lighting_thumbnail(grey)
     opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
-    radius = disc.shape[0] // 2
-    smooth = cv2.GaussianBlur(opened, (0, 0), radius / 2, borderType=cv2.BORDER_REPLICATE)
+    smooth = cv2.GaussianBlur(opened, (0, 0), LIGHTING_BLUR_SIGMA, borderType=cv2.BORDER_REPLICATE)
     smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
     return cv2.resize(smooth, grey.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
