@@ -476,18 +476,10 @@ def _stroke_sized_background(bright, ink):
     """
     diameter = BACKGROUND_STROKES * max(_mean_distance_width(ink.astype(np.float32)), 1.0)
     factor = max(1, int(diameter // BACKGROUND_DISC_PIXELS))
-    rows, columns = max(1, bright.shape[0] // factor), max(1, bright.shape[1] // factor)
-    whole_blocks = np.ascontiguousarray(bright[: rows * factor, : columns * factor])
-    thumbnail = cv2.resize(whole_blocks, (columns, rows), interpolation=cv2.INTER_AREA)
     radius = max(1, round(diameter / factor / 2))
-    if 2 * radius + 1 >= max(rows, columns) / 2:
+    if 2 * radius + 1 >= max(bright.shape) // factor / 2:
         return None
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-    margin = 2 * radius
-    extended = np.pad(thumbnail, margin, mode="reflect", reflect_type="odd")
-    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
-    opened = np.ascontiguousarray(opened[margin:-margin, margin:-margin])
-    return cv2.resize(opened, bright.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return _estimate_background(bright, factor, radius, blur_sigma=0)
 
 
 def _to_grey(image):
@@ -752,16 +744,18 @@ def _signed_ink(grey, paper, background):
     return (grey - background) * (np.float32(255.0 - paper.level) / paper_light)
 
 
-def _estimate_background(grey):
+def _estimate_background(grey, factor=None, radius=None, blur_sigma=LIGHTING_BLUR_SIGMA):
     """The paper's brightness map under uneven light, ink removed.
 
-    On a thumbnail, a morphological opening with a disc wider than any
-    stroke removes the (bright) ink and keeps the slowly varying paper; a
-    blur smooths the disc's corners away; the map is scaled back up.
+    On a thumbnail (see `_lighting_thumbnail` for `factor` and `radius`), a
+    morphological opening with a disc wider than any stroke removes the
+    (bright) ink and keeps the slowly varying paper; a blur of `blur_sigma`
+    smooths the disc's corners away; the map is scaled back up.
     """
-    extended, disc, margin = _lighting_thumbnail(grey)
-    opened = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
-    smooth = cv2.GaussianBlur(opened, (0, 0), LIGHTING_BLUR_SIGMA, borderType=cv2.BORDER_REPLICATE)
+    extended, disc, margin = _lighting_thumbnail(grey, factor, radius)
+    smooth = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
+    if blur_sigma:
+        smooth = cv2.GaussianBlur(smooth, (0, 0), blur_sigma, borderType=cv2.BORDER_REPLICATE)
     smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
     return cv2.resize(smooth, grey.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
@@ -785,9 +779,11 @@ def _ink_is_dark(grey):
     return bool(-ratio.min() > ratio.max())
 
 
-def _lighting_thumbnail(grey):
-    """A thumbnail of LIGHTING_THUMBNAIL_SIZE for the lighting, the disc that
-    is wider than any stroke on it, and the margin it is extended by.
+def _lighting_thumbnail(grey, factor=None, radius=None):
+    """A thumbnail for the lighting, shrunk by `factor` (by default to
+    LIGHTING_THUMBNAIL_SIZE); the disc of `radius` on it (by default
+    LIGHTING_KERNEL_FRACTION of it, wider than any stroke); and the margin it
+    is extended by.
 
     The margin is a point reflection at the edges, which continues a
     brightness gradient: with a plain mirror or repeated edge, the opening
@@ -796,11 +792,11 @@ def _lighting_thumbnail(grey):
     height, width = grey.shape
     # Whole blocks, as in _shrink; the map is stretched back
     # over the dropped sliver, which a smooth map does not notice.
-    factor = math.ceil(max(height, width) / LIGHTING_THUMBNAIL_SIZE)
+    factor = factor or math.ceil(max(height, width) / LIGHTING_THUMBNAIL_SIZE)
     rows, columns = max(1, height // factor), max(1, width // factor)
     whole_blocks = grey[: rows * factor, : columns * factor]
     thumbnail = cv2.resize(whole_blocks, (columns, rows), interpolation=cv2.INTER_AREA)
-    radius = max(1, round(LIGHTING_KERNEL_FRACTION * max(rows, columns) / 2))
+    radius = radius or max(1, round(LIGHTING_KERNEL_FRACTION * max(rows, columns) / 2))
     diameter = 2 * radius + 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (diameter, diameter))
     margin = 2 * radius
