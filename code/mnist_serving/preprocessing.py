@@ -937,7 +937,6 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
 def _half_way_crop(ink):
     """uint8 ink cropped to where it reaches half its strongest level, as
     the web page crops a drawing (web/mnist.js)."""
-    ink = cv2.convertScaleAbs(ink) if ink.dtype != np.uint8 else ink
     half_way = (ink >= (int(ink.max()) + 1) // 2).view(np.uint8)
     left, top, width, height = cv2.boundingRect(half_way)
     return ink[top : top + height, left : left + width]
