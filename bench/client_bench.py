@@ -1,11 +1,13 @@
 """Measures serving_request.py on a folder of 10,000 MNIST test digits saved as PNG.
 
 Writes the MNIST test set as PNG files (once, into bench/work/), starts
-`code/model_server.py` on a free port, and times, on the same files in the
+`code/model_server.py` on free ports, and times, on the same files in the
 same run:
 
 - `serving_request.py -i FOLDER --json`, the command users run, with each
-  signature (`predict_png`: PNG bytes as b64; `serving_default`: JSON floats);
+  signature (`predict_png`: PNG files; `serving_default`: float32 pixels)
+  and each protocol (REST: JSON, PNGs as b64; gRPC: TensorProtos), the
+  protocols of a signature in alternating rounds (REST, gRPC, REST, gRPC);
 - in-process prediction: the same files read and preprocessed by the same
   module, and the same SavedModel signature called in this process in
   batches of the same size, no HTTP;
@@ -13,12 +15,15 @@ same run:
   floats (`requests.post(url, json={"instances": ...})`), one after another.
 
 It prints images/s, accuracy against the MNIST labels, and the ratio of each
-to in-process prediction. The model is the project's export; without one, an
-untrained CNN is exported to a temporary folder and accuracy means nothing.
+to in-process prediction, whether gRPC gave every file the class REST gave
+it, and the load average at the start and the end. The model is the
+project's export; without one, an untrained CNN is exported to a temporary
+folder and accuracy means nothing.
 
 Typical usage:
     python bench/client_bench.py
     python bench/client_bench.py --images 2000 --original-images 500
+    python bench/client_bench.py --model-base /tmp/export/my_digit_classifier
 """
 
 import argparse
@@ -38,7 +43,9 @@ from serving_bench import PROJECT_DIR, ensure_model, memory_mib, start_server
 from mnist_serving import cli, config, data, preprocessing, savedmodel
 
 # One line of the results table.
-ROW = "{:<46}{:>8}{:>9}{:>10}{:>10}{:>15}"
+ROW = "{:<54}{:>8}{:>9}{:>10}{:>10}{:>15}"
+# Timed runs per protocol and signature, alternating REST and gRPC.
+ROUNDS = 2
 
 
 def parse_arguments(argv=None):
@@ -79,13 +86,17 @@ def write_pngs(folder, images):
     return paths
 
 
-def run_cli(folder, port, signature, batch_size):
+def run_cli(folder, server, protocol, signature, batch_size):
     """serving_request.py on the folder; returns (seconds, {file: class})."""
+    address = (
+        f"127.0.0.1:{server.grpc_port}" if protocol == "grpc" else f"http://127.0.0.1:{server.port}"
+    )
     command = [
         sys.executable,
         str(config.CODE_DIR / "serving_request.py"),
         "-i", str(folder),
-        "--server", f"http://127.0.0.1:{port}",
+        "--protocol", protocol,
+        "--server", address,
         "--signature", signature,
         "--batch-size", str(batch_size),
         "--json",
@@ -97,6 +108,22 @@ def run_cli(folder, port, signature, batch_size):
         raise SystemExit(f"serving_request.py failed:\n{result.stderr}")
     records = [orjson.loads(line) for line in result.stdout.splitlines()]
     return seconds, {record["file"]: record["class"] for record in records}
+
+
+def run_cli_rounds(folder, server, signature, batch_size):
+    """Each protocol on the folder: a warm-up run, then ROUNDS timed runs taking turns.
+
+    Returns {protocol: (mean seconds, {file: class})}.
+    """
+    for protocol in config.PROTOCOLS:
+        run_cli(folder, server, protocol, signature, batch_size)
+    timed = {protocol: [] for protocol in config.PROTOCOLS}
+    classes = {}
+    for _ in range(ROUNDS):
+        for protocol in config.PROTOCOLS:
+            seconds, classes[protocol] = run_cli(folder, server, protocol, signature, batch_size)
+            timed[protocol].append(seconds)
+    return {protocol: (np.mean(timed[protocol]), classes[protocol]) for protocol in timed}
 
 
 def run_in_process(version_dir, paths, batch_size):
@@ -143,25 +170,28 @@ def main(argv=None):
     for path in extra:
         path.unlink()
 
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as scratch:
-        base, untrained = ensure_model(arguments.model_base, scratch)
+        base, untrained = ensure_model(arguments.model_base, scratch, test_images)
         version = savedmodel.version_numbers(base)[-1]
         if untrained:
             print(f"No export in {arguments.model_base}: serving an UNTRAINED CNN")
             print("(its accuracy is chance; export a trained model to measure accuracy)")
-        process, port = start_server(base, enable_batching=False, batching_file=None)
-        try:
+        with start_server(base, enable_batching=False, batching_file=None) as server:
             rows = []
+            same_classes = []
             for signature in (config.PNG_SIGNATURE, config.DEFAULT_SIGNATURE):
-                run_cli(folder, port, signature, arguments.batch_size)  # Warm-up run.
-                seconds, by_file = run_cli(folder, port, signature, arguments.batch_size)
-                classes = [by_file[path.name] for path in paths]
-                rows.append((f"serving_request.py, {signature}", len(paths), seconds, classes))
-            server_memory = memory_mib(process.pid, "VmRSS")
+                runs = run_cli_rounds(folder, server, signature, arguments.batch_size)
+                for protocol, (seconds, by_file) in runs.items():
+                    classes = [by_file[path.name] for path in paths]
+                    name = f"serving_request.py --protocol {protocol}, {signature}"
+                    rows.append((name, len(paths), seconds, classes))
+                same_classes.append(runs["rest"][1] == runs["grpc"][1])
+            server_memory = memory_mib(server.pid, "VmRSS")
             seconds, classes = run_in_process(base / str(version), paths, arguments.batch_size)
             in_process = ("in-process, same files and batches", len(paths), seconds, classes)
             original_paths = paths[: arguments.original_images]
-            seconds, classes = run_original(original_paths, port)
+            seconds, classes = run_original(original_paths, server.port)
             rows.append(
                 (
                     "original: 1 image per request, JSON floats",
@@ -170,9 +200,6 @@ def main(argv=None):
                     classes,
                 )
             )
-        finally:
-            process.terminate()
-            process.wait()
 
     print(
         f"{len(paths)} MNIST test digits as PNG files, {arguments.batch_size} per request, "
@@ -194,6 +221,12 @@ def main(argv=None):
             )
         )
     print(f"server resident memory after the runs: {server_memory:.0f} MiB")
+    agreement = "yes" if all(same_classes) else "NO"
+    print(f"gRPC gave every file the class REST gave it: {agreement}")
+    print(
+        f"load average (1 min) at the start of the run: {load_at_start:.2f}, at its end: "
+        f"{os.getloadavg()[0]:.2f}, on {os.cpu_count()} CPUs"
+    )
 
 
 if __name__ == "__main__":

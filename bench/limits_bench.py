@@ -145,18 +145,14 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as scratch:
         folders = write_folders(scratch, test_images[: arguments.digits])
-        base, untrained = ensure_model(arguments.model_base, scratch)
-        process, port = start_server(base, enable_batching=False, batching_file=None)
-        try:
+        base, untrained = ensure_model(arguments.model_base, scratch, test_images)
+        with start_server(base, enable_batching=False, batching_file=None) as server:
             rows = []
             for case, folder in folders.items():
                 for name, code_dir in clients.items():
                     rows.append(
-                        (case, name, *run_client(code_dir, folder, port, arguments.timeout))
+                        (case, name, *run_client(code_dir, folder, server.port, arguments.timeout))
                     )
-        finally:
-            process.terminate()
-            process.wait()
 
         bomb = folders["bomb"] / "z_bomb.png"
         digit = folders["bomb"] / "digit_0.png"

@@ -105,19 +105,17 @@ def measure(source, scratch, enabled, bodies, steady):
     base.mkdir(parents=True)
     shutil.copytree(source, base / "1")
     flag = f"--enable_model_warmup={'true' if enabled else 'false'}"
-    process, port = start_server(base, False, None, [flag, "--file_system_poll_wait_seconds=0.2"])
-    url = f"http://127.0.0.1:{port}/v1/models/{config.MODEL_NAME}:predict"
-    try:
-        with requests.Session() as session:
-            after_start = first_and_steady(session, url, bodies, steady)
-            # Published as the exporter does: complete, under a hidden name, then renamed.
-            shutil.copytree(source, base / ".staging-2")
-            (base / ".staging-2").rename(base / "2")
-            wait_for_states(session, port, {2: "AVAILABLE", 1: "END"})
-            after_swap = first_and_steady(session, url, bodies, steady)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+    with (
+        start_server(base, False, None, [flag, "--file_system_poll_wait_seconds=0.2"]) as server,
+        requests.Session() as session,
+    ):
+        url = f"{server.url}/v1/models/{config.MODEL_NAME}:predict"
+        after_start = first_and_steady(session, url, bodies, steady)
+        # Published as the exporter does: complete, under a hidden name, then renamed.
+        shutil.copytree(source, base / ".staging-2")
+        (base / ".staging-2").rename(base / "2")
+        wait_for_states(session, server.port, {2: "AVAILABLE", 1: "END"})
+        after_swap = first_and_steady(session, url, bodies, steady)
     return after_start, after_swap
 
 

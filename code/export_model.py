@@ -3,7 +3,9 @@
 Writes `my_digit_classifier/<version>/` (`saved_model.pb` and `variables/`)
 with two signatures: `serving_default` (float32 images) and `predict_png`
 (PNG bytes), and `assets.extra/tf_serving_warmup_requests`: requests of real
-test digits that TensorFlow Serving replays before the version serves. The
+test digits that TensorFlow Serving replays before the version serves. Both
+signatures return probabilities calibrated with the temperature the trainer
+fitted and recorded in `cnnModel.metrics.json` beside the model. The
 version appears complete or not at all, and only after the export has been
 reloaded and compared with the Keras model.
 
@@ -11,13 +13,14 @@ Typical usage:
 
     python export_model.py
     python export_model.py --version 2 --overwrite
+    python export_model.py --temperature 1    # the probabilities as the model gives them
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from mnist_serving import cli, config
+from mnist_serving import calibration, cli, config
 
 # Test digits the export is compared on, at two batch sizes.
 CHECK_IMAGES = 32
@@ -58,7 +61,19 @@ def parse_arguments(argv=None):
         default=config.DEFAULT_DATA_PATH,
         help="MNIST .npz whose test digits the export is checked on",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="calibration temperature (> 0) applied to the probabilities; 1 leaves them "
+        "as the model gives them (default: the one in the metrics JSON beside --model)",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.temperature is not None:
+        try:
+            calibration.check_temperature(arguments.temperature)
+        except calibration.CalibrationError as error:
+            parser.error(f"--{error}")
     if arguments.version is not None and arguments.version <= 0:
         parser.error(f"--version must be a positive integer, got {arguments.version}")
     if (
@@ -69,6 +84,26 @@ def parse_arguments(argv=None):
     return arguments
 
 
+def read_temperature(arguments):
+    """The temperature to export with, and where it comes from; exits when there is none.
+
+    Without a recorded temperature the export stops rather than fall back to
+    1: the served probabilities would silently be the uncalibrated ones, and
+    a warning is easily lost among TensorFlow's start-up lines.
+    """
+    if arguments.temperature is not None:
+        return arguments.temperature, "--temperature"
+    metrics_file = config.metrics_path(arguments.model)
+    try:
+        return calibration.read_temperature(metrics_file), str(metrics_file)
+    except calibration.CalibrationError as error:
+        sys.exit(
+            f"export_model.py: error: {error}, so no calibration temperature: run "
+            f"calibrate_model.py --model {arguments.model} to fit one, or pass "
+            "--temperature 1 to export the probabilities as the model gives them"
+        )
+
+
 def main(argv=None):
     arguments = parse_arguments(argv)
     if not arguments.model.is_file():
@@ -77,6 +112,7 @@ def main(argv=None):
             f"export_model.py: error: no trained model at {arguments.model}: "
             "run model_trainer.py first"
         )
+    temperature, source = read_temperature(arguments)
     from mnist_serving import data, export, savedmodel, warmup
 
     try:
@@ -89,6 +125,7 @@ def main(argv=None):
             overwrite=arguments.overwrite,
             check_images=test_images[:CHECK_IMAGES],
             warmup_images=test_images[:WARMUP_IMAGES],
+            temperature=temperature,
         )
     except (export.ExportError, data.DatasetError) as error:
         sys.exit(f"export_model.py: error: {error}")
@@ -96,8 +133,9 @@ def main(argv=None):
         sys.exit("export_model.py: interrupted; no version was written")
 
     print(f"Exported version {version} of '{arguments.model_name}' to {path}")
+    print(f"Probabilities calibrated with temperature T = {temperature:.4f} ({source})")
     print(
-        f"Checked: reloaded, same probabilities as the Keras model on {CHECK_IMAGES} "
+        f"Checked: reloaded, same calibrated probabilities as the Keras model on {CHECK_IMAGES} "
         "test digits at batch sizes 1 and 32, through both signatures."
     )
     print(f"Warm-up requests for TensorFlow Serving: {path / warmup.WARMUP_FILE}")

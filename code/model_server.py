@@ -1,13 +1,14 @@
-"""Serves exported SavedModels over TensorFlow Serving's REST API, without Docker.
+"""Serves exported SavedModels over TensorFlow Serving's REST and gRPC APIs, without Docker.
 
-Speaks the REST API of `tensorflow_model_server` (status, metadata and
-predict under /v1/, the same JSON, errors and status codes) and takes its
-flags, so the same commands and clients work with either server. Versions
-are numeric subfolders of the base path; new ones are picked up while
-serving. Stop with Ctrl+C (SIGINT) or SIGTERM.
+Speaks the APIs of `tensorflow_model_server`: REST (status, metadata and
+predict under /v1/, the same JSON, errors and status codes) and gRPC
+(PredictionService and ModelService, with tensorflow-serving-api's stubs),
+and takes its flags, so the same commands and clients work with either
+server. Versions are numeric subfolders of the base path; new ones are
+picked up while serving. Stop with Ctrl+C (SIGINT) or SIGTERM.
 
 Typical usage:
-    python code/model_server.py --rest_api_port=8501 \\
+    python code/model_server.py --port=8500 --rest_api_port=8501 \\
         --model_name=my_digit_classifier --model_base_path=my_digit_classifier
 """
 
@@ -18,10 +19,18 @@ import sys
 
 from mnist_serving import cli, config
 from mnist_serving.serving.options import (
+    DEFAULT_GRPC_MAX_THREADS,
+    DEFAULT_MAX_BYTES_IN_FLIGHT,
+    DEFAULT_MAX_IMAGES_IN_FLIGHT,
+    DEFAULT_MAX_IMAGES_PER_REQUEST,
+    DEFAULT_MAX_JSON_VALUES,
+    DEFAULT_MAX_PIXELS_PER_IMAGE,
+    DEFAULT_MAX_PIXELS_PER_REQUEST,
     DEFAULT_MAX_QUEUED_REQUESTS,
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_REST_API_NUM_THREADS,
 )
+from mnist_serving.text import OneLineFormatter
 
 PROGRAM = "model_server.py"
 LOG_FORMAT = "%(asctime)s.%(msecs)03d: %(levelname).1s %(filename)s:%(lineno)d] %(message)s"
@@ -37,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineErrorParser(
         prog=PROGRAM,
         description=(
-            "A local server that answers as TensorFlow Serving does (REST API only). "
+            "A local server that answers as TensorFlow Serving does (REST and gRPC APIs). "
             "Flags keep tensorflow_model_server's names; booleans also take =true/=false."
         ),
         formatter_class=cli.HelpFormatter,
@@ -46,8 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--port",
         type=int,
         default=config.GRPC_PORT,
-        help="gRPC port of tensorflow_model_server: accepted for compatibility, "
-        "not served (gRPC is not implemented yet)",
+        help="port of the gRPC API; 0 picks a free port (logged at startup)",
+    )
+    parser.add_argument(
+        "--grpc_max_threads",
+        type=int,
+        default=DEFAULT_GRPC_MAX_THREADS,
+        help="gRPC calls answered at once; one more gets RESOURCE_EXHAUSTED "
+        "(TF Serving's default: 4 per CPU)",
+    )
+    parser.add_argument(
+        "--grpc_channel_arguments",
+        default="",
+        help="comma-separated key=value gRPC server arguments, e.g. "
+        "grpc.max_receive_message_length=134217728 (default: none; the largest message "
+        f"read is {DEFAULT_MAX_REQUEST_BYTES} bytes unless given here)",
     )
     parser.add_argument(
         "--rest_api_port",
@@ -58,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rest_api_host",
         default=config.REST_HOST,
-        help="address to listen on; 0.0.0.0 serves other machines too",
+        help="address both APIs listen on; 0.0.0.0 serves other machines too",
     )
     parser.add_argument(
         "--model_name",
@@ -95,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rest_api_timeout_in_ms",
         type=int,
         default=30000,
-        help="time limit of one prediction, then HTTP 504; 0 for none",
+        help="time limit of one prediction, then HTTP 504, and work not yet started is "
+        "dropped; 0 for none",
     )
     parser.add_argument(
         "--rest_api_num_threads",
@@ -115,6 +138,51 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help="largest request body accepted, after gzip decompression; larger gets HTTP 413 "
+        "(model_server.py only: TF Serving takes any size)",
+    )
+    parser.add_argument(
+        "--rest_api_max_bytes_in_flight",
+        type=int,
+        default=DEFAULT_MAX_BYTES_IN_FLIGHT,
+        help="bytes of request bodies held at once, being received, waiting or parsed; beyond, "
+        "HTTP 503 at once (model_server.py only: TF Serving holds any number of bodies)",
+    )
+    parser.add_argument(
+        "--rest_api_max_json_values",
+        type=int,
+        default=DEFAULT_MAX_JSON_VALUES,
+        help="JSON values (numbers, strings, lists, objects) in one body, counted from its "
+        "commas and brackets before it is parsed; more gets HTTP 400 (model_server.py only: "
+        "TF Serving parses any number)",
+    )
+    parser.add_argument(
+        "--max_images_per_request",
+        type=int,
+        default=DEFAULT_MAX_IMAGES_PER_REQUEST,
+        help="images (the first dimension of the inputs) in one prediction; more gets HTTP 400 "
+        "(model_server.py only: TF Serving bounds them only with batching, by max_batch_size)",
+    )
+    parser.add_argument(
+        "--max_images_in_flight",
+        type=int,
+        default=DEFAULT_MAX_IMAGES_IN_FLIGHT,
+        help="images computed at once across requests; a request waits its turn, until "
+        "--rest_api_timeout_in_ms (model_server.py only: TF Serving bounds requests at once, "
+        "by its threads, not images)",
+    )
+    parser.add_argument(
+        "--max_pixels_per_image",
+        type=int,
+        default=DEFAULT_MAX_PIXELS_PER_IMAGE,
+        help="pixels (width x height x frames, read from the header) of a PNG, JPEG, GIF, BMP "
+        "or WebP image in a string input; more gets HTTP 400 before the model decodes it "
+        "(model_server.py only: TF Serving lets the model decode any size)",
+    )
+    parser.add_argument(
+        "--max_pixels_per_request",
+        type=int,
+        default=DEFAULT_MAX_PIXELS_PER_REQUEST,
+        help="pixels of all such images in one prediction together; more gets HTTP 400 "
         "(model_server.py only)",
     )
     cli.add_bool_flag(
@@ -170,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose",
         action="store_true",
-        help="also log one line per HTTP request: method, path, status, milliseconds",
+        help="also log one line per request: HTTP method, path, status, milliseconds; "
+        "gRPC method, status, milliseconds",
     )
     return parser
 
@@ -179,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the server until SIGINT or SIGTERM; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=LOG_FORMAT,
-        datefmt="%Y-%m-%d %H:%M:%S",
-        stream=sys.stderr,
-    )
+    # Keras imports matplotlib when it is installed, for plots a server never
+    # draws; without it, TensorFlow loads 25 MiB lighter.
+    sys.modules.setdefault("matplotlib", None)
+    # Each record one line, whatever a request put in it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logger = logging.getLogger("model_server")
     from mnist_serving.serving.errors import ConfigError
     from mnist_serving.serving.options import options_from_flags
@@ -197,9 +267,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from mnist_serving.serving import server
 
-    given = sys.argv[1:] if argv is None else argv
-    if any(argument == "--port" or argument.startswith("--port=") for argument in given):
-        logger.warning("gRPC is not served by %s; --port=%d is ignored", PROGRAM, args.port)
     try:
         server.run(options)
     except server.StartupError as error:

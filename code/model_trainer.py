@@ -2,9 +2,10 @@
 
 The model of the original design (25,927,246 parameters) is trained on the
 training set, less a held-out validation set, for 5 epochs; it is then
-evaluated once on the training and the test set. The model is saved to
-`cnnModel.h5` next to this script, its metrics to `cnnModel.metrics.json`,
-and the figures of the manual to `figures/`.
+evaluated once on the training and the test set. A calibration temperature
+is fitted on the validation set (see mnist_serving/calibration.py). The model
+is saved to `cnnModel.h5` next to this script, its metrics and temperature to
+`cnnModel.metrics.json`, and the figures of the manual to `figures/`.
 
 With a TF_CONFIG that names several workers (as Kubeflow's TFJob sets it), each
 worker runs this script: they train together under
@@ -71,7 +72,8 @@ def parse_arguments(argv=None):
         "--figures",
         type=Path,
         default=config.FIGURES_DIR,
-        help="folder for the figures (dataset, model, curves, confusion matrix, errors)",
+        help="folder for the figures (dataset, model, curves, confusion matrix, errors, "
+        "calibration)",
     )
     parser.add_argument("--no-figures", action="store_true", help="do not draw the figures")
     parser.add_argument(
@@ -109,11 +111,6 @@ def parse_arguments(argv=None):
     return arguments
 
 
-def metrics_path(model_path):
-    """The metrics file that goes with a model file: cnnModel.h5 -> cnnModel.metrics.json."""
-    return model_path.with_name(model_path.stem + ".metrics.json")
-
-
 def print_evaluation(name, metrics):
     print(
         f"Accuracy over {name} set is: {metrics['accuracy']:.2%} "
@@ -138,7 +135,7 @@ def train(arguments):
     import keras
     import tensorflow as tf
 
-    from mnist_serving import figures, model, training
+    from mnist_serving import calibration, figures, model, training
 
     print("Dimensions of Training set images: ", train_images.shape)
     print("Dimensions of Testing set images: ", test_images.shape)
@@ -197,6 +194,7 @@ def train(arguments):
         )
     # The progress bar on a terminal; one line per epoch in logs and pipes.
     verbose = 1 if sys.stdout.isatty() else 2
+    estimate = training.RunTimeEstimate(steps_per_epoch * arguments.epochs)
     with training.Stopwatch() as stopwatch:
         if strategy is None:
             history = classifier.fit(
@@ -205,6 +203,7 @@ def train(arguments):
                 validation_data=validation,
                 shuffle=False,  # The dataset shuffles itself, with the seed.
                 verbose=verbose,
+                callbacks=[estimate],
             )
         else:
             history = distributed.fit(
@@ -217,6 +216,7 @@ def train(arguments):
                 arguments.worker_timeout,
                 validation=validation if cluster.is_chief else None,
                 verbose=verbose,
+                callbacks=[estimate],
             )
     if strategy is not None:
         # Evaluation and saving go on alone, outside the strategy.
@@ -238,6 +238,13 @@ def train(arguments):
     print_evaluation("training", train_metrics)
     print_evaluation("testing", test_metrics)
     print_per_class(test_metrics)
+    calibration_metrics = calibration.calibrate(
+        classifier.predict(validation[0], batch_size=500, verbose=0) if validation else None,
+        validation_labels,
+        test_probabilities,
+        test_labels,
+    )
+    print(calibration.describe(calibration_metrics))
 
     metrics = {
         "tensorflow_version": tf.__version__,
@@ -256,15 +263,14 @@ def train(arguments):
         },
         "train": train_metrics,
         "test": test_metrics,
+        "calibration": calibration_metrics,
     }
+    metrics_file = config.metrics_path(arguments.output)
     training.save_model(classifier, arguments.output)
     training.atomic_write(
-        metrics_path(arguments.output),
-        lambda path: Path(path).write_text(json.dumps(metrics, indent=2) + "\n"),
+        metrics_file, lambda path: Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
     )
-    print(
-        f"Saved the model to {arguments.output} and its metrics to {metrics_path(arguments.output)}"
-    )
+    print(f"Saved the model to {arguments.output} and its metrics to {metrics_file}")
 
     if not arguments.no_figures:
         folder = arguments.figures
@@ -275,12 +281,21 @@ def train(arguments):
             folder / "confusionMatrix.png",
             training.confusion_matrix(test_labels, test_predicted),
         )
+        calibrated = calibration.apply_temperature(
+            test_probabilities, calibration_metrics["temperature"]
+        )
         figures.plot_misclassified(
             folder / "misclassified.png",
             test_images,
             test_labels,
             test_predicted,
-            test_probabilities.max(axis=1),
+            calibrated.max(axis=1),
+        )
+        figures.plot_calibration(
+            folder / "calibration.png",
+            test_labels,
+            test_probabilities,
+            calibration_metrics["temperature"],
         )
         print(f"Saved the figures to {folder}")
     if cluster.is_distributed:

@@ -1,4 +1,4 @@
-"""Classifies images of handwritten digits through TensorFlow Serving's REST API.
+"""Classifies images of handwritten digits through TensorFlow Serving's REST or gRPC API.
 
 Each image (a file, or every file of a folder) is turned into an MNIST-style
 digit with OpenCV, sent to the model server in batches, and printed with its
@@ -9,6 +9,7 @@ Typical usage (from code/, with a server running):
     python serving_request.py -i ../test_images/image_7.png
     python serving_request.py -i ../test_images -p True
     python serving_request.py -i photos/ -r --model-version 2 --json
+    python serving_request.py -i ../test_images --protocol grpc
 """
 
 import argparse
@@ -19,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from mnist_serving import cli, config
+from mnist_serving.text import one_line, printable
 
 # Exit statuses.
 ALL_CLASSIFIED, SOME_FAILED, USAGE_ERROR = 0, 1, 2
@@ -68,10 +70,16 @@ def parse_arguments(argv=None):
         parser, "-p", "--probabilities", help="print the probabilities of all ten digits"
     )
     parser.add_argument(
+        "--protocol",
+        choices=config.PROTOCOLS,
+        default="rest",
+        help="TensorFlow Serving's API to call: REST (JSON) or gRPC (TensorProtos)",
+    )
+    parser.add_argument(
         "--server",
-        type=cli.server_url,
-        default=config.DEFAULT_SERVER_URL,
-        help="the REST API of the model server",
+        default=None,
+        help=f"the model server's API (default: {config.DEFAULT_SERVERS['rest']} for REST, "
+        f"{config.DEFAULT_SERVERS['grpc']} for gRPC)",
     )
     parser.add_argument("--model-name", default=config.MODEL_NAME, help="the served model")
     pinned = parser.add_mutually_exclusive_group()
@@ -95,7 +103,8 @@ def parse_arguments(argv=None):
         "--timeout",
         type=positive_float,
         default=config.REQUEST_TIMEOUT_SECONDS,
-        help="seconds for each whole request: connecting, sending and reading all of the answer",
+        help="seconds for each whole request: connecting, sending and reading all of the answer "
+        "(the deadline of each gRPC call)",
     )
     parser.add_argument(
         "--max-file-size",
@@ -118,7 +127,7 @@ def parse_arguments(argv=None):
         default=cli.scaled_text(config.MAX_ANSWER_BYTES, 1024),
         metavar="SIZE",
         help="a larger answer of the server is refused before it is read whole "
-        "(bytes; k, M, G for KiB, MiB, GiB)",
+        "(bytes; k, M, G for KiB, MiB, GiB; gRPC's max_receive_message_length)",
     )
     parser.add_argument(
         "--wait",
@@ -133,7 +142,15 @@ def parse_arguments(argv=None):
         help="print one JSON object per image per line (file, class, probability, "
         "and probabilities with -p)",
     )
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.server is None:
+        arguments.server = config.DEFAULT_SERVERS[arguments.protocol]
+    else:
+        try:
+            cli.SERVER_ADDRESS_CHECKS[arguments.protocol](arguments.server)
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"argument --server: {error}")
+    return arguments
 
 
 def natural_key(path):
@@ -153,23 +170,6 @@ def list_images(path, recursive):
         and not any(part.startswith(".") for part in candidate.relative_to(path).parts)
     ]
     return sorted(files, key=lambda candidate: natural_key(candidate.relative_to(path)))
-
-
-# Control characters, escaped in plain output so that a file name is one line.
-_CONTROL_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def printable(text):
-    """`text` as it can be printed: bytes of a file name that are not UTF-8 become U+FFFD.
-
-    On Linux a file name is any bytes; Python keeps those that are not UTF-8
-    as lone surrogates, which no UTF-8 output (nor JSON) can hold.
-    """
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # Surrogates that no file name decodes to.
-        raw = text.encode("utf-8", "replace")
-    return raw.decode("utf-8", "replace")
 
 
 class Report:
@@ -194,8 +194,7 @@ class Report:
             )
 
     def text(self, value):
-        value = printable(value)
-        return value if self.as_json else value.translate(_CONTROL_ESCAPES)
+        return printable(value) if self.as_json else one_line(value)
 
     def name(self, path):
         return self.text(str(path.relative_to(self.root)) if self.root else path.name)
@@ -246,6 +245,7 @@ def classify(arguments, paths):
         label=arguments.model_label,
         timeout=arguments.timeout,
         max_answer_bytes=arguments.max_answer_size,
+        protocol=arguments.protocol,
     ) as serving:
         return classify_and_report(serving, arguments, paths)
 

@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from mnist_serving import cli, config, savedmodel, web
+from mnist_serving.server_process import ModelServerProcess
 
 PROGRAM = "web_demo.py"
 
@@ -96,14 +97,18 @@ def main(argv=None):
     try:
         server_url = args.server
         if server_url is None:
-            model_server = web.ModelServerProcess(
+            model_server = ModelServerProcess(
                 [
                     f"--rest_api_host={args.host}",
                     f"--rest_api_port={args.rest_api_port}",
+                    # The page speaks REST only: gRPC on any free port, not 8500.
+                    "--port=0",
                     f"--model_name={args.model_name}",
                     f"--model_base_path={args.model_base_path}",
                     "--rest_api_enable_cors_support=true",
-                ]
+                ],
+                echo=sys.stderr,
+                new_session=True,
             )
             port = model_server.wait_until_ready()
             if port is None:

@@ -1,6 +1,6 @@
-"""Hostile inputs for the client's limits, and the peak memory of a process that meets them.
+"""Hostile inputs for the client's and the server's limits, and the memory of a process.
 
-Shared by the tests and `bench/limits_bench.py`.
+Shared by the tests and `bench/limits_bench.py`, `bench/server_limits_bench.py`.
 """
 
 import dataclasses
@@ -101,6 +101,47 @@ def _run_and_report_peak(report, command):
     child.returncode = os.waitstatus_to_exitcode(status)
     Path(report).write_text(str(usage.ru_maxrss * 1024))  # KiB on Linux.
     return child.returncode
+
+
+def memory_bytes(pid, field="VmHWM"):
+    """A process's peak (VmHWM) or current (VmRSS) resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024  # kB
+    raise ValueError(f"no {field} in /proc/{pid}/status")
+
+
+def reset_peak_memory(pid):
+    """Sets a process's VmHWM back to its current resident memory (Linux 4.0 and later)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def image_json_texts(images):
+    """The JSON text of each uint8 image as [28][28][1] lists of 4-decimal floats in 0..1."""
+    texts = []
+    for image in images:
+        rows = ("[" + ",".join(f"[{value:.4f}]" for value in row) + "]" for row in image / 255.0)
+        texts.append("[" + ",".join(rows) + "]")
+    return texts
+
+
+def zeros_json_text(size=28):
+    """The JSON text of one image of integer zeros as [size][size][1] lists."""
+    row = "[" + ",".join(["[0]"] * size) + "]"
+    return "[" + ",".join([row] * size) + "]"
+
+
+def predict_body(texts, count):
+    """A predict body of `count` instances, cycling through the JSON `texts`."""
+    instances = ",".join(texts[index % len(texts)] for index in range(count))
+    return ('{"instances": [' + instances + "]}").encode()
+
+
+def predict_body_of_size(texts, megabytes):
+    """(body, instances): a predict body of about `megabytes` MB of the JSON `texts`."""
+    per_instance = sum(len(text) + 1 for text in texts) / len(texts)
+    count = int(megabytes * 1e6 / per_instance)
+    return predict_body(texts, count), count
 
 
 if __name__ == "__main__":

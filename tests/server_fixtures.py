@@ -6,22 +6,17 @@ half_plus_two, a model with several signatures, inputs, outputs and dtypes,
 and a model that computes for as long as it is asked to (for timeouts).
 """
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import requests
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer
 
-from mnist_serving import config
+from mnist_serving.server_process import ModelServerProcess
 
-SERVER_SCRIPT = config.CODE_DIR / "model_server.py"
-READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
 STARTUP_SECONDS = 120
 
 
@@ -88,6 +83,36 @@ def save_kitchen(path):
             "flags": module.flags,
         },
     )
+    return Path(path)
+
+
+def save_example_shaped(path):
+    """Signatures shaped as TF Serving's Classify and Regress APIs want them.
+
+    - `serving_default` and `classify`: `inputs` string [-1] -> `scores` float32 [-1, 2].
+    - `regress`: `inputs` string [-1] -> `outputs` float32 [-1].
+
+    Their input takes serialized tf.Examples, which model_server.py does not
+    run: it checks such a signature as TF Serving does, then answers UNIMPLEMENTED.
+    """
+    import tensorflow as tf
+
+    class Shaped(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def classify(self, inputs):
+            return {"scores": tf.zeros([tf.size(inputs), 2])}
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="inputs")])
+        def regress(self, inputs):
+            return {"outputs": tf.zeros([tf.size(inputs)])}
+
+    module = Shaped()
+    signatures = {
+        "serving_default": module.classify,
+        "classify": module.classify,
+        "regress": module.regress,
+    }
+    tf.saved_model.save(module, str(path), signatures=signatures)
     return Path(path)
 
 
@@ -175,52 +200,25 @@ def copy_version(source, base, version):
     return base / str(version)
 
 
-class ServerProcess:
-    """`python code/model_server.py ...` on a free 127.0.0.1 port."""
+class ServerProcess(ModelServerProcess):
+    """`python code/model_server.py ...` on free 127.0.0.1 ports (REST and gRPC).
+
+    Unless `wait=False`, it returns once the server answers, and fails with the
+    server's log if it does not.
+    """
 
     def __init__(self, *arguments, wait=True):
-        self.arguments = ["--rest_api_port=0", *map(str, arguments)]
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, str(SERVER_SCRIPT), *self.arguments],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=environment,
-        )
-        self.lines = []
-        self.port = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(["--rest_api_port=0", "--port=0", *map(str, arguments)])
         if wait:
             self.wait_until_ready()
 
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            match = READY_LINE.search(line)
-            if match:
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
     def wait_until_ready(self, timeout=STARTUP_SECONDS):
         """Waits for the `Exporting HTTP/REST API at:...` line; fails with the log."""
-        self._ready.wait(timeout)
-        if self.port is None:
+        port = super().wait_until_ready(timeout)
+        if port is None:
             self.stop()
             raise AssertionError("server did not start:\n" + self.log)
-
-    @property
-    def log(self):
-        """Everything the server printed so far."""
-        return "\n".join(self.lines)
-
-    @property
-    def url(self):
-        """http://127.0.0.1:<port>"""
-        return f"http://127.0.0.1:{self.port}"
+        return port
 
     def get(self, path, **keywords):
         return requests.get(self.url + path, timeout=60, **keywords)
@@ -230,43 +228,24 @@ class ServerProcess:
 
     def wait_for_log(self, pattern, timeout=60):
         """Waits until a log line matches `pattern`; returns the line."""
-        deadline = time.monotonic() + timeout
         compiled = re.compile(pattern)
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if compiled.search(line):
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no log line matched {pattern!r}:\n{self.log}")
-
-    def stop(self, signal_number=signal.SIGTERM, timeout=60):
-        """Sends a signal and waits for the exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal_number)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-        finally:
-            self._reader.join(timeout=5)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        self.stop()
+        return wait_until(
+            lambda: next((line for line in list(self.lines) if compiled.search(line)), None),
+            timeout,
+            interval=0.05,
+            failure=lambda: f"no log line matched {pattern!r}:\n{self.log}",
+        )
 
 
-def wait_until(condition, timeout=60, interval=0.1):
-    """Polls `condition()` until it is truthy; returns its value or fails."""
+def wait_until(condition, timeout=60, interval=0.1, failure=lambda: "condition not met in time"):
+    """Polls `condition()` until it is truthy; returns its value or fails with `failure()`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    raise AssertionError(failure())
 
 
 def version_states(server, model):
@@ -285,3 +264,14 @@ def write_warmup_requests(version_path, inputs_list, signature_name="serving_def
 
     logs = [warmup.predict_log(inputs, signature_name) for inputs in inputs_list]
     return warmup.write_warmup_file(version_path, logs)
+
+
+class RestTestServer(BaseTestServer):
+    """aiohttp's test server (for `aiohttp_client`) around the REST API's own server."""
+
+    def __init__(self, api, **keywords):
+        self.api = api
+        super().__init__(**keywords)
+
+    async def _make_runner(self, **keywords):
+        return web.ServerRunner(self.api.server(), **keywords)

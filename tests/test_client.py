@@ -1,4 +1,8 @@
-"""serving_request.py classifies image files through the real local model server."""
+"""serving_request.py classifies image files through the real local model server.
+
+The behaviours every protocol shares run over REST and over gRPC
+(`--protocol grpc`): same flags, same output, same exit statuses.
+"""
 
 import json
 import shutil
@@ -15,7 +19,7 @@ import tensorflow as tf
 from conftest import run_script
 from server_fixtures import ServerProcess
 
-from mnist_serving import client, data, export, model, preprocessing
+from mnist_serving import client, config, data, export, model, preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +72,22 @@ def expected_probabilities(version_dir, paths):
     return outputs["probabilities"].numpy()
 
 
-def classify(server, *arguments):
-    return run_script("serving_request.py", "--server", server.url, *arguments, timeout=300)
+@pytest.fixture(params=config.PROTOCOLS)
+def protocol(request):
+    """Each protocol of the client in turn: rest, grpc."""
+    return request.param
+
+
+# How each protocol names a server's error status in the client's one line.
+ERROR_STATUS = {"rest": "HTTP 404", "grpc": "NOT_FOUND"}
+
+
+def classify(server, *arguments, protocol="rest"):
+    """serving_request.py against the server's port of `protocol`."""
+    address = server.grpc_target if protocol == "grpc" else server.url
+    return run_script(
+        "serving_request.py", "--protocol", protocol, "--server", address, *arguments, timeout=300
+    )
 
 
 def parse_line(line):
@@ -77,8 +95,8 @@ def parse_line(line):
     return name, int(digit), float(probability.strip("(%)")) / 100
 
 
-def test_one_image_prints_its_class_and_probability(server, images, two_versions):
-    result = classify(server, "-i", images / "digit_3.png")
+def test_one_image_prints_its_class_and_probability(server, images, two_versions, protocol):
+    result = classify(server, "-i", images / "digit_3.png", protocol=protocol)
     assert result.returncode == 0, result.stderr
     [line] = result.stdout.splitlines()
     name, digit, probability = parse_line(line)
@@ -99,8 +117,8 @@ def test_the_original_commands_work_as_written(server, images):
     assert "probability" in with_probabilities.stdout.splitlines()[0]
 
 
-def test_a_folder_is_classified_in_name_order_and_bad_files_are_reported(server, images):
-    result = classify(server, "-i", images, "-d", "False")
+def test_a_folder_is_classified_in_name_order_and_bad_files_are_reported(server, images, protocol):
+    result = classify(server, "-i", images, "-d", "False", protocol=protocol)
     assert result.returncode == 1  # Some files failed.
     lines = result.stdout.splitlines()
     names = [line.split()[0] for line in lines[:15]]
@@ -117,10 +135,10 @@ def test_a_folder_is_classified_in_name_order_and_bad_files_are_reported(server,
     )
 
 
-def test_folder_results_match_the_export_in_process(server, images, two_versions):
+def test_folder_results_match_the_export_in_process(server, images, two_versions, protocol):
     paths = [images / f"digit_{i}.png" for i in range(12)]
     expected = expected_probabilities(two_versions / "2", paths)
-    result = classify(server, "-i", images, "--json", "-p")
+    result = classify(server, "-i", images, "--json", "-p", protocol=protocol)
     records = [json.loads(line) for line in result.stdout.splitlines()]
     by_name = {record["file"]: record for record in records}
     for path, probabilities in zip(paths, expected, strict=True):
@@ -130,8 +148,8 @@ def test_folder_results_match_the_export_in_process(server, images, two_versions
         np.testing.assert_allclose(record["probabilities"], probabilities, atol=1e-6)
 
 
-def test_json_gives_one_object_per_image_and_the_summary_on_stderr(server, images):
-    result = classify(server, "-i", images, "--json")
+def test_json_gives_one_object_per_image_and_the_summary_on_stderr(server, images, protocol):
+    result = classify(server, "-i", images, "--json", protocol=protocol)
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(records) == 15
     assert {"file", "class", "probability"} == set(records[1])
@@ -148,9 +166,13 @@ def test_probabilities_flag_prints_all_ten(server, images):
     assert sum(percentages) == pytest.approx(100, abs=0.1)
 
 
-def test_both_signatures_give_the_same_answer(server, images):
-    png = classify(server, "-i", images, "--json", "-p", "--signature", "predict_png")
-    floats = classify(server, "-i", images, "--json", "-p", "--signature", "serving_default")
+def test_both_signatures_give_the_same_answer(server, images, protocol):
+    png = classify(
+        server, "-i", images, "--json", "-p", "--signature", "predict_png", protocol=protocol
+    )
+    floats = classify(
+        server, "-i", images, "--json", "-p", "--signature", "serving_default", protocol=protocol
+    )
     for first, second in zip(png.stdout.splitlines(), floats.stdout.splitlines(), strict=True):
         first, second = json.loads(first), json.loads(second)
         assert first["file"] == second["file"]
@@ -163,7 +185,12 @@ def test_small_batches_give_the_same_results(server, images):
     # so probabilities agree to float32 tolerance, not bit for bit.
     whole = classify(server, "-i", images, "--json", "-p")
     in_threes = classify(server, "-i", images, "--json", "-p", "--batch-size", "3")
-    pairs = zip(whole.stdout.splitlines(), in_threes.stdout.splitlines(), strict=True)
+    assert_same_records(whole.stdout, in_threes.stdout)
+
+
+def assert_same_records(first_output, second_output):
+    """`--json -p` outputs with the same files, order, classes and errors, and close floats."""
+    pairs = zip(first_output.splitlines(), second_output.splitlines(), strict=True)
     for first, second in ((json.loads(one), json.loads(other)) for one, other in pairs):
         first_floats = [first.pop("probability", 0.0), *first.pop("probabilities", [])]
         second_floats = [second.pop("probability", 0.0), *second.pop("probabilities", [])]
@@ -171,39 +198,47 @@ def test_small_batches_give_the_same_results(server, images):
         np.testing.assert_allclose(first_floats, second_floats, atol=1e-6)
 
 
-def test_a_version_is_chosen_with_a_flag(server, images, two_versions):
+def test_a_version_is_chosen_with_a_flag(server, images, two_versions, protocol):
     path = images / "digit_7.png"
     first = expected_probabilities(two_versions / "1", [path])[0]
     second = expected_probabilities(two_versions / "2", [path])[0]
     assert not np.allclose(first, second)  # The two versions differ, so the test can tell.
     for version, expected in (("1", first), ("2", second)):
-        result = classify(server, "-i", path, "--json", "-p", "--model-version", version)
+        result = classify(
+            server, "-i", path, "--json", "-p", "--model-version", version, protocol=protocol
+        )
         record = json.loads(result.stdout)
         np.testing.assert_allclose(record["probabilities"], expected, atol=1e-6)
 
 
-def test_a_version_is_chosen_by_its_label(server, images, two_versions):
+def test_a_version_is_chosen_by_its_label(server, images, two_versions, protocol):
     path = images / "digit_7.png"
     for label, version in (("stable", "1"), ("canary", "2")):
         expected = expected_probabilities(two_versions / version, [path])[0]
-        result = classify(server, "-i", path, "--json", "-p", "--model-label", label)
+        result = classify(
+            server, "-i", path, "--json", "-p", "--model-label", label, protocol=protocol
+        )
         np.testing.assert_allclose(json.loads(result.stdout)["probabilities"], expected, atol=1e-6)
 
 
-def test_an_unknown_version_gives_the_servers_message(server, images):
-    result = classify(server, "-i", images / "digit_1.png", "--model-version", "9")
+def test_an_unknown_version_gives_the_servers_message(server, images, protocol):
+    result = classify(
+        server, "-i", images / "digit_1.png", "--model-version", "9", protocol=protocol
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "serving_request.py: error: the model server answered HTTP 404: "
+        f"serving_request.py: error: the model server answered {ERROR_STATUS[protocol]}: "
         "Servable not found for request: Specific(my_digit_classifier, 9)"
     )
 
 
-def test_an_unknown_model_gives_the_servers_message(server, images):
-    result = classify(server, "-i", images / "digit_1.png", "--model-name", "no_such_model")
+def test_an_unknown_model_gives_the_servers_message(server, images, protocol):
+    result = classify(
+        server, "-i", images / "digit_1.png", "--model-name", "no_such_model", protocol=protocol
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "serving_request.py: error: the model server answered HTTP 404: "
+        f"serving_request.py: error: the model server answered {ERROR_STATUS[protocol]}: "
         "Servable not found for request: Latest(no_such_model)"
     )
 
@@ -224,15 +259,35 @@ def free_port():
         return probe.getsockname()[1]
 
 
-def test_server_down_is_one_line_that_says_how_to_start_one(images):
-    url = f"http://127.0.0.1:{free_port()}"
-    result = run_script("serving_request.py", "--server", url, "-i", images / "digit_1.png")
+def test_server_down_is_one_line_that_says_how_to_start_one(images, protocol):
+    port = free_port()
+    address = f"127.0.0.1:{port}" if protocol == "grpc" else f"http://127.0.0.1:{port}"
+    result = run_script(
+        "serving_request.py",
+        "--protocol",
+        protocol,
+        "--server",
+        address,
+        "-i",
+        images / "digit_1.png",
+    )
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith(
-        f"serving_request.py: error: cannot reach the model server at {url} (connection refused)"
+        f"serving_request.py: error: cannot reach the model server at {address} "
+        "(connection refused)"
     )
     assert "model_server.py" in line and "docker" in line.lower()
+
+
+def test_grpc_and_rest_give_the_same_records_image_for_image(server, images):
+    for signature in (config.PNG_SIGNATURE, config.DEFAULT_SIGNATURE):
+        arguments = ("-i", images, "--json", "-p", "--signature", signature)
+        rest = classify(server, *arguments, protocol="rest")
+        grpc = classify(server, *arguments, protocol="grpc")
+        assert (rest.returncode, grpc.returncode) == (1, 1)  # The two bad files.
+        assert rest.stderr == grpc.stderr  # The summary.
+        assert_same_records(rest.stdout, grpc.stdout)
 
 
 def test_a_missing_path_is_a_usage_error(tmp_path):
@@ -317,8 +372,9 @@ def test_recursive_finds_images_in_subfolders(server, tmp_path, mnist):
     ]
 
 
-def test_the_client_library_waits_for_a_model_that_is_served(server):
-    with client.ServingClient(server.url) as serving:
+def test_the_client_library_waits_for_a_model_that_is_served(server, protocol):
+    address = server.grpc_target if protocol == "grpc" else server.url
+    with client.ServingClient(address, protocol=protocol) as serving:
         serving.wait_until_available(5)
         assert serving.signature().name == "predict_png"
 

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
-from mnist_serving import export, savedmodel
+from mnist_serving import calibration, export, savedmodel
 from mnist_serving.client import encode_png
 
 
@@ -72,6 +72,53 @@ def test_predict_png_refuses_a_png_that_is_not_28_by_28(loaded):
     wrong_size = encode_png(np.zeros((30, 28), np.uint8))
     with pytest.raises(tf.errors.InvalidArgumentError, match="image_png must be a 28x28 PNG"):
         loaded.signatures["predict_png"](image_png=tf.constant([wrong_size]))
+
+
+@pytest.fixture(scope="module")
+def calibrated_export(tmp_path_factory, untrained_model, mnist):
+    """Version 1 of the CNN exported with a temperature of 0.25."""
+    base = tmp_path_factory.mktemp("calibrated")
+    _, path = export.export_model(
+        untrained_model, base, temperature=0.25, check_images=mnist[1][0][:8]
+    )
+    return path
+
+
+def test_both_signatures_return_the_probabilities_calibrated_with_the_temperature(
+    calibrated_export, untrained_model, mnist
+):
+    images = mnist[1][0][:6]
+    floats = (images / 255.0).astype(np.float32)[..., None]
+    keras_probabilities = untrained_model.predict(floats, verbose=0)
+    expected = calibration.apply_temperature(keras_probabilities, 0.25)
+    # The temperature must show, or the comparison below would prove nothing.
+    assert not np.allclose(expected, keras_probabilities, rtol=1e-4, atol=1e-6)
+    loaded = tf.saved_model.load(str(calibrated_export))
+    for result in (
+        loaded.signatures["serving_default"](image=tf.constant(floats)),
+        loaded.signatures["predict_png"](
+            image_png=tf.constant([encode_png(image) for image in images])
+        ),
+    ):
+        probabilities = result["probabilities"].numpy()
+        np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(result["digit"].numpy(), probabilities.argmax(axis=1))
+
+
+def test_the_export_check_compares_with_the_calibrated_probabilities(
+    calibrated_export, untrained_model, mnist
+):
+    images = mnist[1][0][:4]
+    export.check_export(calibrated_export, untrained_model, images, temperature=0.25)
+    with pytest.raises(export.ExportError, match="differs from the Keras model"):
+        export.check_export(calibrated_export, untrained_model, images, temperature=1.0)
+
+
+@pytest.mark.parametrize("temperature", [0, -1, float("nan")])
+def test_a_temperature_that_is_not_above_0_is_refused(tmp_path, untrained_model, temperature):
+    with pytest.raises(export.ExportError, match="temperature must be a finite number above 0"):
+        export.export_model(untrained_model, tmp_path, temperature=temperature)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_versions_count_up_from_1(tmp_path, untrained_model):
@@ -150,6 +197,51 @@ def test_the_script_exports_and_prints_the_signature_as_saved_model_cli(
     assert (base / "1" / "saved_model.pb").is_file() and (base / "1" / "variables").is_dir()
 
 
+def test_the_script_exports_with_the_temperature_of_the_metrics_beside_the_model(
+    tmp_path, smoke_training
+):
+    folder, _ = smoke_training
+    metrics_file = folder / "cnnModel.metrics.json"
+    temperature = calibration.read_temperature(metrics_file)
+    result = run_script(
+        "export_model.py", "--model", folder / "cnnModel.h5", "--export-base", tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        f"Probabilities calibrated with temperature T = {temperature:.4f} ({metrics_file})"
+        in result.stdout
+    )
+
+
+def test_the_script_refuses_a_model_without_a_temperature_and_says_how_to_get_one(
+    tmp_path, trained_model_file
+):
+    lone = tmp_path / "lone.h5"
+    lone.write_bytes(trained_model_file.read_bytes())
+    result = run_script("export_model.py", "--model", lone, "--export-base", tmp_path / "models")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"export_model.py: error: no metrics file {tmp_path / 'lone.metrics.json'}, so no "
+        f"calibration temperature: run calibrate_model.py --model {lone} to fit one, or pass "
+        "--temperature 1 to export the probabilities as the model gives them"
+    )
+    assert not (tmp_path / "models").exists()
+
+
+def test_the_temperature_flag_overrides_the_metrics(tmp_path, trained_model_file):
+    result = run_script(
+        "export_model.py",
+        "--model",
+        trained_model_file,
+        "--export-base",
+        tmp_path,
+        "--temperature",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Probabilities calibrated with temperature T = 1.0000 (--temperature)" in result.stdout
+
+
 def test_the_script_refuses_an_existing_version_in_one_line(tmp_path, trained_model_file):
     base = tmp_path / "models"
     (base / "4").mkdir(parents=True)
@@ -176,7 +268,15 @@ def test_a_missing_model_is_one_clear_line(tmp_path):
 def test_a_corrupt_model_is_one_clear_line(tmp_path):
     corrupt = tmp_path / "cnnModel.h5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    result = run_script("export_model.py", "--model", corrupt, "--export-base", tmp_path / "models")
+    result = run_script(
+        "export_model.py",
+        "--model",
+        corrupt,
+        "--export-base",
+        tmp_path / "models",
+        "--temperature",
+        "1",
+    )
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"export_model.py: error: {corrupt} is not a readable Keras model")
@@ -195,6 +295,12 @@ def test_an_unwritable_export_base_is_one_clear_line(tmp_path, trained_model_fil
         .splitlines()[-1]
         .startswith(f"export_model.py: error: cannot write under {blocker / 'models'}")
     )
+
+
+def test_a_temperature_of_zero_is_a_usage_error():
+    result = run_script("export_model.py", "--temperature", 0)
+    assert result.returncode == 2
+    assert "--temperature must be a finite number above 0, got 0.0" in result.stderr
 
 
 def test_version_zero_is_a_usage_error():

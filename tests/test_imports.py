@@ -4,15 +4,18 @@ the server, and the server never imports the figures or the client.
 Each check runs in a fresh interpreter, so that nothing another test
 imported can hide an import. (matplotlib itself comes with any `import
 tensorflow`: Keras' visualization module imports it when it is installed.
-What is checked is that the project's own figure code stays out.)
+model_server.py's main() keeps it out of the running server, which a check of
+the server process's mapped files shows; elsewhere what is checked is that the
+project's own figure code stays out.)
 """
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from server_fixtures import copy_version, save_half_plus
+from server_fixtures import ServerProcess, copy_version, save_half_plus
 
 from mnist_serving import config
 
@@ -64,13 +67,30 @@ def test_a_started_server_imported_neither_the_figures_nor_the_client(tmp_path):
         "import model_server\n"
         "from mnist_serving.serving import options, server\n"
         f"args = model_server.build_parser().parse_args(['--model_base_path={base}', "
-        "'--rest_api_port=0'])\n"
+        "'--rest_api_port=0', '--port=0'])\n"
         "async def start_and_stop():\n"
         "    model_server_ = server.ModelServer(options.options_from_flags(args))\n"
         "    await model_server_.start()\n"
         "    await model_server_.close()\n"
         "asyncio.run(start_and_stop())"
     )
-    assert "mnist_serving.serving.rest" in modules
-    unused = {"mnist_serving.figures", "mnist_serving.client", "mnist_serving.preprocessing"}
+    assert {"mnist_serving.serving.rest", "mnist_serving.serving.grpc_transport"} <= modules
+    unused = {
+        "mnist_serving.figures",
+        "mnist_serving.client",
+        "mnist_serving.client_rest",
+        "mnist_serving.client_grpc",
+        "mnist_serving.tf_serving_api",
+        "mnist_serving.preprocessing",
+    }
     assert not unused & modules
+
+
+def test_a_running_model_server_loads_no_matplotlib(tmp_path):
+    base = copy_version(save_half_plus(tmp_path / "build", 2.0), tmp_path / "half", 1).parent
+    with ServerProcess(f"--model_base_path={base}") as server:
+        assert server.get(f"/v1/models/{config.MODEL_NAME}").status_code == 200
+        mapped = Path(f"/proc/{server.pid}/maps").read_text()
+    # matplotlib's compiled modules (ft2font, _path, ...) are mapped once it is imported.
+    assert "/matplotlib/" not in mapped
+    assert "/tensorflow/" in mapped

@@ -95,6 +95,7 @@ def start_export(model_file, base, version):
             f"--model={model_file}",
             f"--export-base={base}",
             f"--version={version}",
+            "--temperature=1",  # The untrained model has no metrics file.
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

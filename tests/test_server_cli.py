@@ -12,9 +12,10 @@ import sys
 
 import model_server
 import pytest
-from server_fixtures import SERVER_SCRIPT, ServerProcess, copy_version, save_half_plus
+from server_fixtures import ServerProcess, copy_version, save_half_plus
 
 from mnist_serving import config
+from mnist_serving.server_process import MODEL_SERVER_SCRIPT
 
 
 def run_main(capsys, *arguments):
@@ -30,7 +31,13 @@ def run_main(capsys, *arguments):
 def run_program(*arguments):
     """Runs model_server.py to its end; returns the completed process."""
     return subprocess.run(
-        [sys.executable, str(SERVER_SCRIPT), "--rest_api_port=0", *map(str, arguments)],
+        [
+            sys.executable,
+            str(MODEL_SERVER_SCRIPT),
+            "--rest_api_port=0",
+            "--port=0",
+            *map(str, arguments),
+        ],
         capture_output=True,
         text=True,
         timeout=180,
@@ -72,6 +79,44 @@ def test_bad_flag_value_is_one_line_error(capsys):
     assert status == 2
     assert len(lines) == 1
     assert "--rest_api_port: invalid int value: 'abc'" in lines[0]
+
+
+def test_limit_flags_say_what_tf_serving_does_instead(capsys):
+    with pytest.raises(SystemExit):
+        model_server.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in (
+        "--max_images_per_request",
+        "--max_images_in_flight",
+        "--max_pixels_per_image",
+        "--max_pixels_per_request",
+        "--rest_api_max_json_values",
+        "--rest_api_max_bytes_in_flight",
+    ):
+        # The flag's entry in the list of options, up to its default.
+        entry = text.rsplit(f"{flag} {flag.lstrip('-').upper()}", 1)[1]
+        assert "model_server.py only" in entry.split("(default: ", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--max_images_per_request=0"], "--max_images_per_request must be positive"),
+        (["--max_pixels_per_image=-1"], "--max_pixels_per_image must be positive"),
+        (
+            ["--max_images_per_request=9", "--max_images_in_flight=8"],
+            "--max_images_per_request must not be more than --max_images_in_flight",
+        ),
+        (
+            ["--rest_api_max_request_bytes=2000", "--rest_api_max_bytes_in_flight=1000"],
+            "--rest_api_max_request_bytes must not be more than --rest_api_max_bytes_in_flight",
+        ),
+    ],
+)
+def test_limits_that_cannot_work_are_one_line_errors(capsys, flags, expected):
+    status, lines = run_main(capsys, *flags)
+    assert status == 1
+    assert lines == [f"model_server.py: error: {expected}"]
 
 
 def test_empty_base_path_is_tf_serving_error(capsys):
@@ -237,9 +282,8 @@ def test_verbose_logs_one_line_per_request(half_plus, tmp_path):
 
 def test_missing_base_path_is_logged_and_the_server_still_starts(tmp_path):
     missing = tmp_path / "not_exported_yet"
-    with ServerProcess(f"--model_base_path={missing}", "--port=8500") as server:
+    with ServerProcess(f"--model_base_path={missing}") as server:
         server.wait_for_log(f"Could not find base path {missing} for servable {config.MODEL_NAME}")
-        server.wait_for_log("gRPC is not served by model_server.py; --port=8500 is ignored")
         response = server.get(f"/v1/models/{config.MODEL_NAME}")
         assert response.status_code == 404
 

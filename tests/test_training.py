@@ -18,6 +18,7 @@ FIGURES = [
     "trainingCurves.png",
     "confusionMatrix.png",
     "misclassified.png",
+    "calibration.png",
 ]
 
 
@@ -31,6 +32,22 @@ def test_prints_the_model_summary_with_25927246_trainable_parameters(smoke_train
     _, result = smoke_training
     assert "Trainable params: 25,927,246" in result.stdout
     assert "concatenate_1 (Concatenate)" in result.stdout
+
+
+def test_prints_the_whole_runs_estimated_time_once_from_the_first_steps(smoke_training):
+    _, result = smoke_training
+    # 900 images in batches of 128: 8 steps; steps 3-5 are timed.
+    [line] = [line for line in result.stdout.splitlines() if "Estimated training time" in line]
+    assert line.startswith("Estimated training time: ")
+    assert " for 8 steps at " in line and "(measured on steps 3-5;" in line
+    assert result.stdout.index(line) < result.stdout.index("Accuracy over training set")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"), [(40.4, "40 s"), (89, "89 s"), (720, "12 min"), (5700, "1 h 35 min")]
+)
+def test_durations_are_said_in_seconds_minutes_or_hours(seconds, said):
+    assert training.format_duration(seconds) == said
 
 
 def test_writes_a_model_that_loads_and_classifies(smoke_training, mnist):

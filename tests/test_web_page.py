@@ -28,7 +28,7 @@ import requests
 from conftest import run_script
 from server_fixtures import ServerProcess
 
-from mnist_serving import config, export, preprocessing, web
+from mnist_serving import calibration, config, export, preprocessing, web
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = (
@@ -394,7 +394,13 @@ def full_model_or_skip():
 def test_drawn_one_and_seven_are_read_by_the_full_model(browser, page_server, tmp_path, request):
     keras_path = full_model_or_skip()
     base = tmp_path / config.MODEL_NAME
-    export.export_model(export.load_keras_model(keras_path), base, version=1)
+    # Calibrated with the recorded temperature, as export_model.py exports it.
+    temperature = calibration.read_temperature(
+        keras_path.with_name(keras_path.stem + ".metrics.json")
+    )
+    export.export_model(
+        export.load_keras_model(keras_path), base, version=1, temperature=temperature
+    )
     with serve(base) as server:
         page = Page.open(browser, page_server, server=server.url)
         page.draw(ONE)

@@ -97,3 +97,25 @@ def server_url(text: str) -> str:
             f"expected an address such as {config.DEFAULT_SERVER_URL}, got '{text}'"
         )
     return text
+
+
+# host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+_GRPC_ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+
+
+def grpc_address(text: str) -> str:
+    """A host:port address of a model server's gRPC API, checked before anything is sent.
+
+    Raises:
+        argparse.ArgumentTypeError: Anything else.
+    """
+    match = _GRPC_ADDRESS.fullmatch(text)
+    if match is None or not 0 < int(match.group(2)) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected an address such as {config.DEFAULT_GRPC_SERVER}, got '{text}'"
+        )
+    return text
+
+
+# The check of --server for each of the client's protocols.
+SERVER_ADDRESS_CHECKS = {"rest": server_url, "grpc": grpc_address}

@@ -27,7 +27,12 @@ GRPC_PORT = 8500
 REST_PORT = 8501
 # The local server listens on this machine only, unless asked otherwise.
 REST_HOST = "127.0.0.1"
+# Where the client looks for a server: REST takes a URL, gRPC a host:port.
 DEFAULT_SERVER_URL = f"http://localhost:{REST_PORT}"
+DEFAULT_GRPC_SERVER = f"localhost:{GRPC_PORT}"
+# The client's protocols and the server each one calls by default.
+DEFAULT_SERVERS = {"rest": DEFAULT_SERVER_URL, "grpc": DEFAULT_GRPC_SERVER}
+PROTOCOLS = tuple(DEFAULT_SERVERS)
 # The drawing page (web/) is served on this port by web_demo.py.
 WEB_PAGE_PORT = 8000
 
@@ -52,3 +57,12 @@ DEFAULT_EXPORT_BASE = PROJECT_DIR / MODEL_NAME
 FIGURES_DIR = PROJECT_DIR / "figures"
 TEST_IMAGES_DIR = PROJECT_DIR / "test_images"
 WEB_DIR = PROJECT_DIR / "web"
+
+
+def metrics_path(model_path: Path) -> Path:
+    """The metrics file that goes with a model file: cnnModel.h5 -> cnnModel.metrics.json.
+
+    The trainer writes it; the exporter reads the model's temperature from it.
+    """
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".metrics.json")

@@ -224,6 +224,7 @@ def fit(
     worker_timeout: float,
     validation=None,
     verbose: int = 2,
+    callbacks=(),
 ):
     """`Model.fit` for several workers: Keras's own `train_step` in step on every worker.
 
@@ -242,6 +243,7 @@ def fit(
         validation: `(inputs, one-hot labels)` to validate on at the end of each
             epoch, on this worker alone (the chief); None on the others.
         verbose: As `Model.fit`'s.
+        callbacks: Keras callbacks, as `Model.fit`'s.
 
     Returns:
         The `keras.callbacks.History`, as `Model.fit` returns it.
@@ -266,6 +268,7 @@ def fit(
 
     validator = _Validator(model, *validation) if validation is not None else None
     callbacks = keras.callbacks.CallbackList(
+        list(callbacks),
         add_history=True,
         add_progbar=verbose != 0,
         model=model,

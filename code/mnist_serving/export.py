@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
-from mnist_serving import config, data, leftovers, savedmodel, warmup
+from mnist_serving import calibration, config, data, leftovers, savedmodel, warmup
 
 
 class ExportError(Exception):
@@ -45,14 +45,24 @@ def load_keras_model(path: str | Path) -> keras.Model:
         raise ExportError(f"{path} is not a readable Keras model: {reason}") from None
 
 
-def build_archive(model: keras.Model) -> keras.export.ExportArchive:
+def calibrated_probabilities(probabilities: tf.Tensor, temperature: float) -> tf.Tensor:
+    """`softmax(log(probabilities) / temperature)` in TensorFlow.
+
+    The same formula as `calibration.apply_temperature`, for the export.
+    """
+    floor = tf.constant(calibration.PROBABILITY_FLOOR, probabilities.dtype)
+    return tf.nn.softmax(tf.math.log(tf.maximum(probabilities, floor)) / temperature)
+
+
+def build_archive(model: keras.Model, temperature: float = 1.0) -> keras.export.ExportArchive:
     """Wraps `model` in an ExportArchive with the two serving signatures.
 
     `serving_default` takes float32 images (N, 28, 28, 1) in 0..1, white on
     black, under the name `image`. `predict_png` takes the same images as PNG
     files (`{"b64": ...}` in JSON): a 28x28 grey PNG is about 300 bytes where
     the same image as a JSON list of floats is about 9 KB. Both return
-    `probabilities` (N, 10) and `digit` (N,).
+    `probabilities` (N, 10), calibrated with `temperature` (see
+    `calibration`), and `digit` (N,), their argmax.
     """
     # No `archive.track(model)`: the endpoints capture the model's variables
     # themselves, and tracking the model as well would store every weight
@@ -61,7 +71,7 @@ def build_archive(model: keras.Model) -> keras.export.ExportArchive:
     archive = keras.export.ExportArchive()
 
     def outputs(images):
-        probabilities = model(images, training=False)
+        probabilities = calibrated_probabilities(model(images, training=False), temperature)
         digits = tf.argmax(probabilities, axis=1, output_type=tf.int64)
         return {config.PROBABILITIES_OUTPUT: probabilities, config.DIGIT_OUTPUT: digits}
 
@@ -142,11 +152,13 @@ def check_export(
     model: keras.Model,
     images: np.ndarray,
     batch_sizes: tuple[int, ...] = (1, 32),
+    temperature: float = 1.0,
 ) -> None:
     """Reloads an export and checks it against the Keras model it came from.
 
     Checks the signatures' names, dtypes and shapes, then compares both
-    signatures with `model` on `images` (uint8, N x 28 x 28) at each batch size.
+    signatures with `model`'s probabilities calibrated with `temperature`, on
+    `images` (uint8, N x 28 x 28) at each batch size.
 
     Raises:
         ExportError: A signature is missing or differs from the Keras model.
@@ -178,7 +190,9 @@ def check_export(
     for batch_size in batch_sizes:
         batch = np.asarray(images[:batch_size])
         floats = data.to_model_input(batch)
-        expected = model.predict(floats, batch_size=batch_size, verbose=0)
+        expected = calibration.apply_temperature(
+            model.predict(floats, batch_size=batch_size, verbose=0), temperature
+        )
         # TensorFlow's own PNG encoder: the signature must read any valid PNG.
         pngs = tf.stack([tf.io.encode_png(image[..., np.newaxis]) for image in batch])
         results = {
@@ -194,7 +208,8 @@ def check_export(
             digits = result[config.DIGIT_OUTPUT].numpy()
             if not np.allclose(probabilities, expected, rtol=1e-4, atol=1e-6):
                 raise ExportError(
-                    f"signature '{name}' differs from the Keras model at batch size {batch_size}"
+                    f"signature '{name}' differs from the Keras model at batch size {batch_size} "
+                    f"(temperature {temperature})"
                 )
             if not np.array_equal(digits, probabilities.argmax(axis=1)):
                 raise ExportError(f"signature '{name}' returns digits that are not the argmax")
@@ -207,6 +222,7 @@ def export_model(
     overwrite: bool = False,
     check_images: np.ndarray | None = None,
     warmup_images: np.ndarray | None = None,
+    temperature: float = 1.0,
 ) -> tuple[int, Path]:
     """Exports `model` as `export_base/<version>/`, complete or not at all.
 
@@ -219,6 +235,8 @@ def export_model(
             the Keras model on before it is published; None skips the check.
         warmup_images: uint8 images (at least 8) whose requests go into the
             version's warm-up file (`warmup.WARMUP_FILE`); None writes none.
+        temperature: The calibration temperature (> 0) both signatures apply
+            to the model's probabilities; 1 leaves them as they are.
 
     Returns:
         `(version, path)` of the published export.
@@ -230,6 +248,10 @@ def export_model(
         ExportError: Bad version, existing version, unwritable base path, or a
             failed check. No version under `export_base` is changed then.
     """
+    try:
+        temperature = calibration.check_temperature(temperature)
+    except calibration.CalibrationError as error:
+        raise ExportError(str(error)) from None
     export_base = Path(export_base)
     leftovers.clean_export_base(export_base)
     version = next_version(export_base) if version is None else int(version)
@@ -246,11 +268,11 @@ def export_model(
     except OSError as error:
         raise ExportError(f"cannot write under {export_base}: {error.strerror}") from None
     try:
-        build_archive(model).write_out(str(staging), verbose=False)
+        build_archive(model, temperature).write_out(str(staging), verbose=False)
         if warmup_images is not None:
             warmup.write_warmup_file(staging, warmup.digit_warmup_logs(warmup_images))
         if check_images is not None:
-            check_export(staging, model, check_images)
+            check_export(staging, model, check_images, temperature=temperature)
         if target.exists():
             retired = Path(
                 tempfile.mkdtemp(prefix=leftovers.retired_version_prefix(version), dir=export_base)

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from mnist_serving import config, preprocessing
+from mnist_serving import calibration, config, preprocessing
 
 if TYPE_CHECKING:
     import keras
@@ -134,6 +134,71 @@ def plot_misclassified(
         title=f"Misclassified test digits ({np.count_nonzero(labels != predicted)} in all): "
         "true as predicted",
     )
+
+
+def plot_calibration(path, labels, as_trained, temperature):
+    """Reliability diagrams of the test set, as trained and calibrated (`calibration.png`).
+
+    For each confidence bin: the accuracy of its predictions (bars) against
+    their mean confidence (the gap, hatched red); a calibrated model's bars
+    reach the diagonal. Below, how many predictions fall in each bin (log scale).
+    """
+    bins = calibration.ECE_BINS
+    calibrated = calibration.apply_temperature(as_trained, temperature)
+    edges = np.linspace(0, 1, bins + 1)
+    figure, axes = plt.subplots(
+        2, 2, figsize=(10, 6.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    for column, (title, probabilities) in enumerate(
+        (("As trained", as_trained), (f"Calibrated, T = {temperature:.3f}", calibrated))
+    ):
+        binned = calibration.reliability_bins(probabilities, labels, bins)
+        used = binned["count"] > 0
+        error = calibration.expected_calibration_error(probabilities, labels, bins)
+        reliability_axis, count_axis = axes[0, column], axes[1, column]
+        reliability_axis.bar(
+            edges[:-1][used],
+            binned["accuracy"][used],
+            width=1 / bins,
+            align="edge",
+            color="#3d6fb6",
+            edgecolor="white",
+            label="accuracy",
+        )
+        reliability_axis.bar(
+            edges[:-1][used],
+            binned["confidence"][used] - binned["accuracy"][used],
+            bottom=binned["accuracy"][used],
+            width=1 / bins,
+            align="edge",
+            fill=False,
+            hatch="///",
+            edgecolor="tab:red",
+            label="gap to mean confidence",
+        )
+        reliability_axis.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        reliability_axis.set_xlim(0, 1)
+        reliability_axis.set_ylim(0, 1)
+        reliability_axis.set_ylabel("accuracy")
+        reliability_axis.set_title(f"{title}: ECE {error:.2%} ({bins} bins)")
+        count_axis.bar(edges[:-1], binned["count"], width=1 / bins, align="edge", color="grey")
+        count_axis.set_yscale("log")
+        count_axis.set_ylim(0.8, len(labels) * 2)
+        count_axis.set_xlabel("confidence (highest probability)")
+        count_axis.set_ylabel("predictions")
+    # One legend for both panels, above them, where no bar can hide it.
+    figure.legend(
+        *axes[0, 0].get_legend_handles_labels(),
+        loc="upper center",
+        ncol=3,
+        fontsize=9,
+        bbox_to_anchor=(0.5, 0.95),
+    )
+    figure.suptitle(
+        f"Test set ({len(labels)} images): is the model right as often as it says?", y=1.0
+    )
+    figure.subplots_adjust(top=0.84)
+    return _save(figure, path)
 
 
 def _layer_graph(model):

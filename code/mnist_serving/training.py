@@ -9,6 +9,7 @@ warms up, then decays along a cosine to zero by the last step.
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -257,3 +258,52 @@ def save_model(model: keras.Model, path: str | Path) -> None:
         atomic_write(path, lambda temporary: model.save(temporary, include_optimizer=False))
     finally:
         absl_logger.setLevel(level)
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people say it: `40 s`, `12 min`, `1 h 05 min`."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class RunTimeEstimate(keras.callbacks.Callback):
+    """Prints once, early in training, an estimate of the whole run's training time.
+
+    The Keras progress bar estimates one epoch; this adds the whole run, from
+    the time per step measured on the first steps after the first `skip`
+    (which include building the graph), over `measured` steps or half the
+    run if that is shorter. The estimate covers the training steps; each
+    epoch's validation and the evaluation after training come on top.
+    """
+
+    def __init__(self, total_steps: int, skip: int = 2, measured: int = 10) -> None:
+        super().__init__()
+        self.total_steps = total_steps
+        self.skip = skip
+        self.measured = max(1, min(measured, (total_steps - skip) // 2))
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.steps = 0
+        self.train_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps == self.skip:
+            self.window_start = time.perf_counter()
+        elif self.steps == self.skip + self.measured:
+            now = time.perf_counter()
+            per_step = (now - self.window_start) / self.measured
+            estimate = now - self.train_start + per_step * (self.total_steps - self.steps)
+            # On a terminal, the line must not land in the middle of the progress bar.
+            start = "\n" if sys.stdout.isatty() else ""
+            print(
+                f"{start}Estimated training time: {format_duration(estimate)} for "
+                f"{self.total_steps} steps at {per_step:.2f} s/step (measured on steps "
+                f"{self.skip + 1}-{self.steps}; validation and evaluation come on top)",
+                flush=True,
+            )

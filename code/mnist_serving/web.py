@@ -9,21 +9,10 @@ small static file server, and the model server is started with that flag.
 
 import functools
 import http.server
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import urllib.parse
 
 from mnist_serving import config
-
-MODEL_SERVER_SCRIPT = config.CODE_DIR / "model_server.py"
-# The line model_server.py (like tensorflow_model_server) logs once it answers.
-READY_LINE = re.compile(r"Exporting HTTP/REST API at:([^:]+):(\d+)")
-# Seconds the model server gets to finish its requests and exit when stopped.
-STOP_SECONDS = 30
 
 
 class _PageRequestHandler(http.server.SimpleHTTPRequestHandler):
@@ -93,54 +82,3 @@ def page_url(
     if query:
         url += "?" + urllib.parse.urlencode(query, safe=":/")
     return url
-
-
-class ModelServerProcess:
-    """`python code/model_server.py ...` as a child process.
-
-    Its log is copied line by line to `log` (stderr by default), and watched
-    for the line that says which port it answers on. It runs in a session of
-    its own, so that Ctrl+C in a terminal reaches only its parent, which then
-    stops it once, letting it finish the requests in progress.
-    """
-
-    def __init__(self, arguments: list[str], log=sys.stderr):
-        self.process = subprocess.Popen(
-            [sys.executable, str(MODEL_SERVER_SCRIPT), *arguments],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            start_new_session=True,
-        )
-        self.port = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._copy_log, args=(log,), daemon=True)
-        self._reader.start()
-
-    def _copy_log(self, log):
-        for line in self.process.stdout:
-            log.write(line)
-            log.flush()
-            match = READY_LINE.search(line)
-            if match and self.port is None:
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
-    def wait_until_ready(self) -> int | None:
-        """Waits until the server answers; its port, or None when it stopped first."""
-        self._ready.wait()
-        return self.port
-
-    def stop(self) -> int:
-        """Stops the server (SIGTERM, then SIGKILL after STOP_SECONDS); its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-        finally:
-            self._reader.join(timeout=5)

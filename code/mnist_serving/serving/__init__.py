@@ -9,6 +9,9 @@ The modules, from the network inwards:
   bodies to tensors, predictions and errors to JSON, with its messages.
 - `data_plane`: what every transport calls: models, batching, the bounded
   pool of worker threads that runs TensorFlow, metrics.
+- `limits`: what one request may cost (images, pixels of encoded images) and
+  the images in flight across requests, each request with its deadline;
+  checked by the data plane.
 - `manager`, `versions`, `loaded_version`: model versions on disk, polled,
   loaded, warmed up, labelled and unloaded as TF Serving does.
 - `batching`, `metrics`: server-side batching and Prometheus metrics.

@@ -31,6 +31,7 @@ import numpy as np
 
 from mnist_serving.serving.config_protos import BatchingParametersProto, parse_text_file
 from mnist_serving.serving.errors import ConfigError, ServingError
+from mnist_serving.serving.limits import DEADLINE_MESSAGE, Job
 from mnist_serving.serving.loaded_version import LoadedVersion
 from mnist_serving.serving.metrics import Metrics
 
@@ -123,12 +124,13 @@ def execution_batch_size(parameters: BatchingParameters) -> int:
 class _Task:
     """One request (or one piece of a split request) waiting for its batch."""
 
-    __slots__ = ("done", "enqueued", "error", "outputs", "shape_key", "size", "tensors")
+    __slots__ = ("done", "enqueued", "error", "job", "outputs", "shape_key", "size", "tensors")
 
-    def __init__(self, tensors, size, shape_key):
+    def __init__(self, tensors, size, shape_key, job):
         self.tensors = tensors
         self.size = size
         self.shape_key = shape_key
+        self.job = job
         self.enqueued = time.monotonic()
         self.done = threading.Event()
         self.outputs = None
@@ -185,7 +187,7 @@ class BatchScheduler:
         servable: LoadedVersion,
         signature_key: str,
         tensors: dict[str, np.ndarray],
-        timeout: float | None,
+        job: Job,
     ) -> dict[str, np.ndarray]:
         """Runs a request through its queue; returns alias -> numpy outputs.
 
@@ -193,7 +195,8 @@ class BatchScheduler:
             servable: The LoadedVersion.
             signature_key: The signature to run.
             tensors: alias -> numpy input.
-            timeout: Seconds to wait before DEADLINE_EXCEEDED, or None.
+            job: The request's deadline (DEADLINE_EXCEEDED after it) and
+                abandonment: a queued task whose job is over is dropped.
 
         Raises:
             ServingError: Bad batch dimensions, a full queue, the model's own
@@ -217,12 +220,10 @@ class BatchScheduler:
             ]
         else:
             pieces = [tensors]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        tasks = [self._submit(servable, signature_key, piece) for piece in pieces]
+        tasks = [self._submit(servable, signature_key, piece, job) for piece in pieces]
         for task in tasks:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not task.done.wait(remaining):
-                raise ServingError("DEADLINE_EXCEEDED", "Timed out waiting for notification")
+            if not task.done.wait(job.remaining()):
+                raise ServingError("DEADLINE_EXCEEDED", DEADLINE_MESSAGE)
             if task.error is not None:
                 raise task.error
         if len(tasks) == 1:
@@ -232,12 +233,12 @@ class BatchScheduler:
             for alias in tasks[0].outputs
         }
 
-    def _submit(self, servable, signature_key, tensors):
+    def _submit(self, servable, signature_key, tensors, job):
         if self.parameters.pad_variable_length_inputs:
             shape_key = tuple(sorted((alias, value.ndim) for alias, value in tensors.items()))
         else:
             shape_key = tuple(sorted((alias, value.shape[1:]) for alias, value in tensors.items()))
-        task = _Task(tensors, _batch_size(tensors), shape_key)
+        task = _Task(tensors, _batch_size(tensors), shape_key, job)
         # A version unloaded and loaded again is a new servable with its own
         # queue; the old queue still drains the requests it holds.
         key = (servable.model_name, servable.version, signature_key, id(servable))
@@ -266,6 +267,7 @@ class BatchScheduler:
         limit = self._execution_limit
         soonest = None
         for queue in list(self._queues.values()):
+            _drop_tasks_nobody_waits_for(queue)
             if not queue.tasks:
                 continue
             head = queue.tasks[0]
@@ -382,6 +384,23 @@ def _batch_size(tensors):
             )
         size = value.shape[0]
     return size or 0
+
+
+def _drop_tasks_nobody_waits_for(queue):
+    """Removes the tasks whose deadline has passed or whose client has gone: not computed."""
+    if not any(task.job.is_over() for task in queue.tasks):
+        return
+    kept = collections.deque()
+    for task in queue.tasks:
+        try:
+            task.job.check()
+        except ServingError as error:
+            queue.rows -= task.size
+            task.error = error
+            task.done.set()
+        else:
+            kept.append(task)
+    queue.tasks = kept
 
 
 def _pad_to_common_shape(parts):

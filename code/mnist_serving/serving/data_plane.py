@@ -1,4 +1,4 @@
-"""The data plane: what every transport (REST today, gRPC next) calls into.
+"""The data plane: what every transport (REST and gRPC) calls into.
 
 It owns the model manager (versions, labels, status), the batching scheduler,
 the pool of worker threads that runs TensorFlow, and the metrics. Transports
@@ -10,26 +10,39 @@ never blocks on it: when every worker is busy and the queue behind them is
 full, a request is refused at once with UNAVAILABLE (HTTP 503), as TF Serving
 answers when its batching queue is full, instead of waiting in an unbounded
 queue.
+
+`run` is where every request's size limits are checked and where it waits
+for room among the images in flight (`limits`), whatever its transport. Each
+request runs as a `limits.Job` (its deadline, and whether its client still
+waits): the worker pool sets it for the work it runs, so `run` finds it
+without the transports passing it along. Work still queued when its client
+goes or its deadline passes is dropped, not computed.
 """
 
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
 
+from mnist_serving.serving import limits
 from mnist_serving.serving.batching import BatchScheduler
 from mnist_serving.serving.errors import ServingError
 from mnist_serving.serving.loaded_version import LoadedVersion
 from mnist_serving.serving.manager import ModelManager
 from mnist_serving.serving.metrics import Metrics
+from mnist_serving.serving.model_config import ModelConfig
 from mnist_serving.serving.options import ServerOptions
 
 LOGGER = logging.getLogger("model_server")
 Result = TypeVar("Result")
+# The metrics' model_name of requests for a model the server does not serve: one
+# label for them all, so that names sent by clients cannot grow the metrics.
+UNKNOWN_MODEL_LABEL = ""
 
 
 class WorkerPool:
@@ -57,13 +70,26 @@ class WorkerPool:
                 f"{self.capacity - self.threads} queued; retry later",
             )
         loop = asyncio.get_running_loop()
+        job = limits.Job(timeout)
+        context = contextvars.copy_context()
+        context.run(limits.CURRENT_JOB.set, job)
         self._pending += 1
-        future = self._executor.submit(work)
+        future = self._executor.submit(context.run, work)
         future.add_done_callback(lambda _: _call_soon(loop, self._finished))
         try:
+            # Cancelled (client gone) or timed out, the wait cancels the future:
+            # work still queued is then dropped without running.
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:
-            raise ServingError("DEADLINE_EXCEEDED", "Timed out waiting for notification") from None
+            raise ServingError("DEADLINE_EXCEEDED", limits.DEADLINE_MESSAGE) from None
+        finally:
+            # Work already running stops at its next check (`DataPlane.run`).
+            job.abandon()
+
+    @property
+    def pending(self) -> int:
+        """Requests running or queued."""
+        return self._pending
 
     def _finished(self) -> None:
         self._pending -= 1
@@ -101,14 +127,35 @@ class DataPlane:
         self.workers = WorkerPool(
             options.rest_api_num_threads, options.rest_api_max_queued_requests
         )
+        self._update_lock = asyncio.Lock()
+        self.in_flight = limits.ImagesInFlight(options.max_images_in_flight)
 
     def _version_changed(self, model_name: str, version: int, state: str) -> None:
         if self.scheduler is not None and state == "END":
             self.scheduler.forget_version(model_name, version)
 
-    async def infer(self, work: Callable[[], Result]) -> Result:
-        """Runs `work()` (parse, `run`, encode) on a worker within `--rest_api_timeout_in_ms`."""
-        return await self.workers.run(work, self.options.timeout_seconds)
+    async def infer(self, work: Callable[[], Result], deadline: float | None = None) -> Result:
+        """Runs `work()` (parse, `run`, encode) on a worker within `--rest_api_timeout_in_ms`.
+
+        `deadline`: the seconds the client gives the request (a gRPC deadline),
+        when shorter than the server's limit.
+        """
+        timeout = self.options.timeout_seconds
+        if deadline is not None:
+            timeout = deadline if timeout is None else min(timeout, deadline)
+        return await self.workers.run(work, timeout)
+
+    async def update_models(self, models: list[ModelConfig]) -> None:
+        """Replaces the served models (a config file re-read, a gRPC reload), one update at a time.
+
+        Returns once new models are loaded; the labels are checked first.
+
+        Raises:
+            ServingError: A label TF Serving would refuse; nothing changes then.
+        """
+        async with self._update_lock:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self.manager.update_models, models)
 
     def resolve(self, model_name: str, version: int | None, label: str | None) -> LoadedVersion:
         """The loaded version a request addresses (404/400 with TF Serving's messages)."""
@@ -117,15 +164,40 @@ class DataPlane:
     def run(
         self, servable: LoadedVersion, signature_key: str, tensors: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Runs a signature, through the batching queues when batching is on (worker threads)."""
-        if self.scheduler is not None:
-            return self.scheduler.run(servable, signature_key, tensors, None)
-        return servable.run(signature_key, tensors)
+        """Runs a signature, through the batching queues when batching is on (worker threads).
+
+        The request's size is checked first, then it waits for room among the
+        images in flight; it is computed only if its deadline has not passed
+        and its client still waits.
+
+        Raises:
+            ServingError: A limit of `limits.check_request` (400), the job's
+                deadline or abandonment, or the model's own error.
+        """
+        options = self.options
+        images = limits.check_request(
+            tensors,
+            options.max_images_per_request,
+            options.max_pixels_per_image,
+            options.max_pixels_per_request,
+        )
+        job = limits.current_job()
+        with self.in_flight.hold(images, job):
+            job.check()
+            if self.scheduler is not None:
+                return self.scheduler.run(servable, signature_key, tensors, job)
+            return servable.run(signature_key, tensors)
 
     def record_request(
         self, model_name: str, api: str, code: str, seconds: float, entrypoint: str
     ) -> None:
-        """Counts one request as TF Serving does: every status, and the latency of OK ones."""
+        """Counts one request as TF Serving does: every status, and the latency of OK ones.
+
+        Names of models the server does not serve are all counted under
+        `UNKNOWN_MODEL_LABEL`, a bounded set of labels whatever clients send.
+        """
+        if not self.manager.serves(model_name):
+            model_name = UNKNOWN_MODEL_LABEL
         self.metrics.request_count.labels(model_name, code).inc()
         if code == "OK":
             self.metrics.request_latency.labels(model_name, api, entrypoint).observe(seconds * 1e6)

@@ -17,26 +17,7 @@ import numpy as np
 
 from mnist_serving.serving.errors import ServingError
 from mnist_serving.serving.json_text import debug_string, json_type_name
-
-
-class DataType:
-    """The DataType enum values this module needs (tensorflow/core/framework/types.proto).
-
-    Spelled out so that importing this module does not import TensorFlow.
-    """
-
-    DT_FLOAT = 1
-    DT_DOUBLE = 2
-    DT_INT32 = 3
-    DT_UINT8 = 4
-    DT_INT16 = 5
-    DT_INT8 = 6
-    DT_STRING = 7
-    DT_INT64 = 9
-    DT_BOOL = 10
-    DT_UINT32 = 22
-    DT_UINT64 = 23
-
+from mnist_serving.tensor_proto import DataType
 
 # Request and response keys of TensorFlow Serving's JSON API.
 SIGNATURE_KEY = "signature_name"

@@ -10,6 +10,8 @@ import math
 
 import numpy as np
 
+from mnist_serving.text import printable
+
 # Values quoted in error messages are cut to this many bytes, as TF Serving does.
 MAX_DEBUG_STRING_BYTES = 256
 # rapidjson's PrettyWriter indents by four spaces.
@@ -72,10 +74,10 @@ def debug_string(value: object) -> str:
         text = format_decimal(value, double=float(np.float32(value)) != value)
     else:
         text = _pretty(value, MAX_DEBUG_STRING_BYTES + 1)
-    encoded = text.encode("utf-8", "surrogateescape")
+    encoded = printable(text).encode("utf-8")
     if len(encoded) > MAX_DEBUG_STRING_BYTES:
         encoded = encoded[:MAX_DEBUG_STRING_BYTES]
-    return encoded.decode("utf-8", "ignore")
+    return encoded.decode("utf-8", "ignore")  # A character cut in two is dropped.
 
 
 def _pretty(value, budget):

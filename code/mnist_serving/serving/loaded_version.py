@@ -74,7 +74,7 @@ class LoadedVersion:
         return key, self.signature_defs[key]
 
     def check_classify_or_regress(self, api: str, name: str) -> None:
-        """Refuses `:classify`/`:regress` on a signature that cannot serve it, as TF Serving does.
+        """Refuses `classify`/`regress` on a signature that cannot serve it, as TF Serving does.
 
         TF Serving checks the signature's inputs and outputs (not its method
         name, unless told to) before running anything; each failure is a 400
@@ -87,32 +87,9 @@ class LoadedVersion:
         signature = self.signature_defs.get(key)
         if signature is None:
             raise ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {key}")
-        from google.protobuf import text_format
-
-        described = text_format.MessageToString(signature)
-        if len(signature.inputs) != 1:
-            problem = "Expected one input Tensor."
-        elif api == "classify":
-            if len(signature.outputs) not in (1, 2):
-                problem = f"Expected one or two output Tensors, found {len(signature.outputs)}"
-            elif CLASSIFY_INPUTS not in signature.inputs:
-                problem = f"No classification inputs found in SignatureDef: {described}"
-            elif not any(output in signature.outputs for output in CLASSIFY_OUTPUTS):
-                problem = (
-                    "Expected classification signature outputs to contain at least one of "
-                    f'"classes" or "scores". Signature was: {described}'
-                )
-            else:
-                return
-        elif len(signature.outputs) != 1:
-            problem = "Expected one output Tensor."
-        elif REGRESS_INPUTS not in signature.inputs:
-            problem = f"No regression inputs found in SignatureDef: {described}"
-        elif REGRESS_OUTPUTS not in signature.outputs:
-            problem = f"No regression outputs found in SignatureDef: {described}"
-        else:
-            return
-        raise ServingError("INVALID_ARGUMENT", problem)
+        problem = classify_or_regress_problem(api, signature)
+        if problem is not None:
+            raise ServingError("INVALID_ARGUMENT", problem)
 
     def run(self, signature_key: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Runs one signature on numpy inputs; returns alias -> numpy output.
@@ -182,7 +159,8 @@ class LoadedVersion:
         if not warmup_path.is_file():
             LOGGER.info("No warmup data file found at %s", warmup_path)
             return 0
-        import tensorflow as tf
+        # The records are PredictRequests, read as the gRPC API reads them.
+        from mnist_serving.serving import proto_codec
 
         started = time.monotonic()
         records = 0
@@ -197,8 +175,10 @@ class LoadedVersion:
                         "UNIMPLEMENTED", f"Unsupported log_type for warmup: {kind} (predict only)"
                     )
                 request = log.predict_log.request
-                key, _ = self.signature(request.model_spec.signature_name)
-                inputs = {alias: tf.make_ndarray(proto) for alias, proto in request.inputs.items()}
+                key, signature = proto_codec.predict_signature(
+                    self.signature_defs, request.model_spec
+                )
+                inputs = proto_codec.predict_inputs(request, signature)
                 for _ in range(iterations):
                     self.run(key, inputs)
                 records += 1
@@ -212,3 +192,34 @@ class LoadedVersion:
             (time.monotonic() - started) * 1e6,
         )
         return records
+
+
+def classify_or_regress_problem(api: str, signature) -> str | None:
+    """TF Serving's reason why a SignatureDef cannot serve `classify` or `regress`, or None.
+
+    The checks of its `PreProcessClassification` and `PreProcessRegression`:
+    one input named `inputs`, and the outputs those APIs read.
+    """
+    from google.protobuf import text_format
+
+    described = text_format.MessageToString(signature)
+    if len(signature.inputs) != 1:
+        return "Expected one input Tensor."
+    if api == "classify":
+        if len(signature.outputs) not in (1, 2):
+            return f"Expected one or two output Tensors, found {len(signature.outputs)}"
+        if CLASSIFY_INPUTS not in signature.inputs:
+            return f"No classification inputs found in SignatureDef: {described}"
+        if not any(output in signature.outputs for output in CLASSIFY_OUTPUTS):
+            return (
+                "Expected classification signature outputs to contain at least one of "
+                f'"classes" or "scores". Signature was: {described}'
+            )
+        return None
+    if len(signature.outputs) != 1:
+        return "Expected one output Tensor."
+    if REGRESS_INPUTS not in signature.inputs:
+        return f"No regression inputs found in SignatureDef: {described}"
+    if REGRESS_OUTPUTS not in signature.outputs:
+        return f"No regression outputs found in SignatureDef: {described}"
+    return None

@@ -331,6 +331,11 @@ class ModelManager:
 
     # -- lookups -----------------------------------------------------------
 
+    def serves(self, name: str) -> bool:
+        """True when `name` is one of the configured models (whatever its versions' states)."""
+        with self._lock:
+            return name in self.models
+
     def resolve(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> LoadedVersion:

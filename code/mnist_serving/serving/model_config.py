@@ -44,24 +44,38 @@ def read_model_config_file(path: str | Path) -> list[ModelConfig]:
     config = parse_text_file(path, model_server_config_pb2.ModelServerConfig, "--model_config_file")
     if config.WhichOneof("config") != "model_config_list":
         raise ConfigError(f"{path} has no model_config_list (custom_model_config is not supported)")
+    models = models_from_config(config.model_config_list, path)
+    if not models:
+        raise ConfigError(f"{path} lists no model")
+    return models
+
+
+def models_from_config(
+    config_list: model_server_config_pb2.ModelConfigList, source: str | Path
+) -> list[ModelConfig]:
+    """The models of a `ModelConfigList` (from a file, or a gRPC reload request).
+
+    Raises:
+        ConfigError: Duplicate or unnamed models, unsupported platform or
+            policy values; the message starts with `source` where TF Serving
+            has no message of its own.
+    """
     models = []
     seen = set()
-    for entry in config.model_config_list.config:
+    for entry in config_list.config:
         if not entry.name:
-            raise ConfigError(f"{path}: a model config has no name")
+            raise ConfigError(f"{source}: a model config has no name")
         if entry.name in seen:
             raise ConfigError(f"Illegal to list model {entry.name} multiple times in config list")
         seen.add(entry.name)
         if not entry.base_path:
-            raise ConfigError(f"{path}: model {entry.name} has no base_path")
+            raise ConfigError(f"{source}: model {entry.name} has no base_path")
         if entry.model_platform not in ("", "tensorflow"):
             raise ConfigError(
-                f"{path}: model {entry.name} has model_platform '{entry.model_platform}'; "
+                f"{source}: model {entry.name} has model_platform '{entry.model_platform}'; "
                 "only 'tensorflow' is served"
             )
-        models.append(_model_from_proto(entry, path))
-    if not models:
-        raise ConfigError(f"{path} lists no model")
+        models.append(_model_from_proto(entry, source))
     return models
 
 

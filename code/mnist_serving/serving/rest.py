@@ -1,22 +1,34 @@
 """The REST transport: TF Serving's HTTP API on aiohttp.
 
 Routes requests with TF Serving's URL grammar (case-insensitive, matched in
-full on the raw path), reads bodies (aiohttp enforces the size limit and
-decompresses gzip), hands the work to the data plane and answers with TF
-Serving's status codes and JSON. OPTIONS requests under /v1/ are answered
-200 when they carry an `Origin` (CORS preflight), with or without CORS
-support, as TF Serving's HTTP server does.
+full on the raw path), reads bodies (aiohttp decompresses gzip), hands the
+work to the data plane and answers with TF Serving's status codes and JSON.
+OPTIONS requests under /v1/ are answered 200 when they carry an `Origin`
+(CORS preflight), with or without CORS support, as TF Serving's HTTP server
+does.
+
+What HTTP itself may cost is bounded here: a body's size
+(`--rest_api_max_request_bytes`), the bytes of all bodies held at once
+(`--rest_api_max_bytes_in_flight`), the JSON values of a body
+(`--rest_api_max_json_values`, before parsing; bodies are parsed one at a
+time), the URL (`MAX_URL_BYTES`, then 414) and header lines
+(`MAX_HEADER_LINE_BYTES` and `MAX_HEADERS`, then 431). Requests aiohttp
+cannot parse get TF Serving's JSON error too, and a request whose client
+disconnects is cancelled, which drops its work if it has not started.
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from aiohttp import abc, web
+from aiohttp import abc, http_exceptions, web
 
 from mnist_serving.serving import rest_codec
 from mnist_serving.serving.data_plane import DataPlane
@@ -50,6 +62,12 @@ NOT_FOUND_PAGE = (
 # A request body must arrive within this time (a stalled upload is dropped).
 BODY_SECONDS = 60.0
 ENTRYPOINT = "REST"
+# Longer URLs get 414. Model names and labels of any sensible length fit; each
+# connection may buffer this much before its request line is complete.
+MAX_URL_BYTES = 64 * 1024
+# A longer header line, or more header lines, get 431 (aiohttp's defaults).
+MAX_HEADER_LINE_BYTES = 8190
+MAX_HEADERS = 128
 
 
 class AccessLogger(abc.AbstractAccessLogger):
@@ -67,14 +85,27 @@ class RestApi:
     def __init__(self, plane: DataPlane):
         self.plane = plane
         self.options = plane.options
+        self.body_bytes = BytesInFlight(self.options.rest_api_max_bytes_in_flight)
+        # JSON parsing holds the GIL, so parsing bodies one at a time is no
+        # slower, and keeps one parsed document in memory at a time, not one per worker.
+        self._parsing = threading.Lock()
 
-    def application(self) -> web.Application:
-        """The aiohttp application: one catch-all route, dispatched as TF Serving does."""
-        app = web.Application(client_max_size=self.options.rest_api_max_request_bytes)
-        app.router.add_route("*", "/{path:.*}", self.handle)
-        return app
+    def server(self, **keywords) -> web.Server:
+        """aiohttp's low-level server for this API; `keywords` go to each connection's handler.
 
-    async def handle(self, request: web.Request) -> web.Response:
+        Every request goes to `handle`, which dispatches as TF Serving does;
+        those that aiohttp cannot parse get TF Serving's JSON errors too.
+        """
+        return _Server(
+            self.handle,
+            handler_cancellation=True,
+            max_line_size=MAX_URL_BYTES,
+            max_field_size=MAX_HEADER_LINE_BYTES,
+            max_headers=MAX_HEADERS,
+            **keywords,
+        )
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
         """Answers one request."""
         path = request.raw_path.split("?", 1)[0]
         prometheus_path = self.options.prometheus_path
@@ -94,19 +125,27 @@ class RestApi:
         started = time.monotonic()
         route, code = None, "OK"
         try:
-            body = await self._read_body(request)
-            route = Route.parse(request.method, path)
-            response, status = await self._respond(route, body), 200
+            with self.body_bytes.claim() as claim:
+                body = await self._read_body(request, claim)
+                route = Route.parse(request.method, path)
+                response, status = await self._respond(route, body), 200
         except ServingError as error:
             code = error.code
             status, response = error.http_status, rest_codec.make_error_body(error.message)
+        except asyncio.CancelledError:
+            # The client has gone (aiohttp cancels its handler): nobody to answer.
+            self._record(route, "CANCELLED", started)
+            raise
         except Exception as error:  # One bad request never takes the server down.
             LOGGER.exception("Internal error while handling %s %s", request.method, path)
             code, status = "INTERNAL", 500
             response = rest_codec.make_error_body(f"Internal error: {type(error).__name__}")
+        self._record(route, code, started)
+        return self._answer(status, response)
+
+    def _record(self, route: "Route | None", code: str, started: float) -> None:
         model_name, api = (route.model_name, route.api) if route is not None else ("", "")
         self.plane.record_request(model_name, api, code, time.monotonic() - started, ENTRYPOINT)
-        return self._answer(status, response)
 
     def _answer(self, status: int, body: bytes) -> web.Response:
         response = web.Response(status=status, body=body, content_type="application/json")
@@ -114,18 +153,38 @@ class RestApi:
             response.headers.update(CORS_HEADERS)
         return response
 
-    async def _read_body(self, request: web.Request) -> bytes:
+    async def _read_body(self, request: web.BaseRequest, claim: "BodyClaim") -> bytearray:
+        """The whole body (decompressed), counted against both byte limits as it arrives.
+
+        Raises:
+            ServingError: 413 over `--rest_api_max_request_bytes` (at once when
+                Content-Length says so), 503 over `--rest_api_max_bytes_in_flight`,
+                400 for a body that is cut short or badly encoded, 504 after
+                `BODY_SECONDS`.
+        """
         limit = self.options.rest_api_max_request_bytes
+        too_large = ServingError(
+            "RESOURCE_EXHAUSTED",
+            f"Request body is larger than the limit of {limit} bytes "
+            "(--rest_api_max_request_bytes)",
+            http_status=413,
+        )
+        if not request.body_exists:
+            return bytearray()
+        announced = request.content_length or 0
+        if announced > limit:
+            raise too_large
+        claim.grow_to(announced)
+        body = bytearray()
         try:
             async with asyncio.timeout(BODY_SECONDS):
-                return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ServingError(
-                "RESOURCE_EXHAUSTED",
-                f"Request body is larger than the limit of {limit} bytes "
-                "(--rest_api_max_request_bytes)",
-                http_status=413,
-            ) from None
+                async for chunk in request.content.iter_any():
+                    body += chunk
+                    if len(body) > limit:
+                        raise too_large
+                    claim.grow_to(len(body))
+            # Not copied to bytes: the parsers take a bytearray alike.
+            return body
         except web.RequestPayloadError as error:
             # The body ended early or is not valid for its Content-Encoding (e.g. corrupt gzip).
             reason = error.__cause__ or error
@@ -157,24 +216,38 @@ class RestApi:
 
     def _predict(self, model_name: str, version: int | None, label: str | None, body: bytes):
         """A `:predict` request, on a worker thread; returns the response body."""
-        request = rest_codec.PredictBody(body)
-        servable = self.plane.resolve(model_name, version, label)
-        key, _ = servable.signature(request.signature_name)
-        input_dtypes = servable.input_dtypes[key]
-        if not input_dtypes:
-            raise ServingError(
-                "INVALID_ARGUMENT",
-                f"Failed to get input map for signature: {request.signature_name or 'DEFAULT'}",
-            )
-        tensors, request_format = request.tensors(input_dtypes)
+        servable, key, tensors, request_format = self._predict_inputs(
+            model_name, version, label, body
+        )
         outputs = self.plane.run(servable, key, tensors)
         return rest_codec.make_predict_response(outputs, request_format)
+
+    def _predict_inputs(self, model_name: str, version: int | None, label: str | None, body):
+        """(servable, signature key, tensors, request format) of a `:predict` body.
+
+        The parsed document is dropped here, before the model runs.
+        """
+        rest_codec.check_json_values(body, self.options.rest_api_max_json_values)
+        with self._parsing:
+            request = rest_codec.PredictBody(body)
+            servable = self.plane.resolve(model_name, version, label)
+            key, _ = servable.signature(request.signature_name)
+            input_dtypes = servable.input_dtypes[key]
+            if not input_dtypes:
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"Failed to get input map for signature: {request.signature_name or 'DEFAULT'}",
+                )
+            tensors, request_format = request.tensors(input_dtypes)
+        return servable, key, tensors, request_format
 
     def _classify_or_regress(
         self, api: str, model_name: str, version: int | None, label: str | None, body: bytes
     ) -> bytes:
         """`:classify` and `:regress`: TF Serving's checks, then 501 (this server predicts only)."""
-        document = rest_codec.parse_json(body)
+        rest_codec.check_json_values(body, self.options.rest_api_max_json_values)
+        with self._parsing:
+            document = rest_codec.parse_json(body)
         signature_name = rest_codec.read_signature_name(document)
         servable = self.plane.resolve(model_name, version, label)
         servable.check_classify_or_regress(api, signature_name)
@@ -226,3 +299,93 @@ def _parse_version(text: str | None) -> int | None:
     if version > INT64_MAX:
         raise ServingError("INVALID_ARGUMENT", f"Failed to convert version: {text} to numeric.")
     return version
+
+
+class BodyClaim:
+    """The bytes one request's body holds of `BytesInFlight`, grown as the body arrives."""
+
+    def __init__(self, budget: "BytesInFlight"):
+        self.budget = budget
+        self.bytes = 0
+
+    def grow_to(self, size: int) -> None:
+        """Claims `size` bytes in all.
+
+        Raises:
+            ServingError: UNAVAILABLE (503) when the bodies held would pass the limit.
+        """
+        extra = size - self.bytes
+        if extra <= 0:
+            return
+        budget = self.budget
+        if budget.held + extra > budget.limit:
+            raise ServingError(
+                "UNAVAILABLE",
+                f"The server holds {budget.held:,} bytes of request bodies; this one would "
+                f"pass the limit of {budget.limit:,} (--rest_api_max_bytes_in_flight); "
+                "retry later",
+            )
+        budget.held += extra
+        self.bytes = size
+
+
+class BytesInFlight:
+    """The bytes of request bodies held at once: being received, waiting or parsed.
+
+    Used on the event loop's thread only, so a plain counter.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[BodyClaim]:
+        """A claim on the budget, given back when the block ends (the request is answered)."""
+        claim = BodyClaim(self)
+        try:
+            yield claim
+        finally:
+            self.held -= claim.bytes
+
+
+class _Protocol(web.RequestHandler):
+    """aiohttp's handler of one connection, answering requests it cannot parse as TF Serving.
+
+    aiohttp answers them itself, in plain text, and logs a traceback; here
+    they get TF Serving's `{"error": ...}` and one log line. A URL over
+    `MAX_URL_BYTES` gets 414, header lines over the limits 431.
+    """
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if not isinstance(exc, http_exceptions.HttpProcessingError):
+            return super().handle_error(request, status, exc, message)
+        if isinstance(exc, http_exceptions.LineTooLong) and exc.args[1] == MAX_URL_BYTES:
+            status, text = 414, f"The URL is longer than the limit of {MAX_URL_BYTES:,} bytes"
+        elif isinstance(exc, http_exceptions.LineTooLong):
+            status = 431
+            text = f"A header line is longer than the limit of {MAX_HEADER_LINE_BYTES:,} bytes"
+        elif exc.message == "Too many headers received":
+            status, text = 431, f"The request has more than {MAX_HEADERS} header lines"
+        else:
+            status, text = exc.code or 400, f"Bad HTTP request: {exc.message}"
+        LOGGER.warning("HTTP %d for a request from %s: %s", status, request.remote, text)
+        response = web.Response(
+            status=status, body=rest_codec.make_error_body(text), content_type="application/json"
+        )
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server, with `_Protocol` for each connection."""
+
+    def __call__(self) -> web.RequestHandler:
+        # The same construction as aiohttp's own, with the subclass.
+        return _Protocol(self, loop=self._loop, **self._kwargs)

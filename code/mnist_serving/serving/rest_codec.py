@@ -9,6 +9,12 @@ written compactly: the values are TF Serving's, the whitespace is not.
 Speed matters on the happy path (a request of 64 MNIST images is a 1 MB
 JSON document): a body that is one dense array of numbers is read without
 building a Python object per row (`parse_dense_request`).
+
+Memory is bounded before parsing: a JSON value becomes a Python object of 30
+to 80 bytes, so a body's values are counted first (`check_json_values`).
+Numbers of any length are read as rapidjson reads them: integers that do not
+fit 64 bits become doubles, and a number beyond a double's range is a parse
+error, never a Python int of thousands of digits.
 """
 
 import base64
@@ -36,6 +42,7 @@ from mnist_serving.serving.json_tensors import (
     read_signature_name,
 )
 from mnist_serving.serving.json_text import format_floats, json_string
+from mnist_serving.text import printable
 
 # ---------------------------------------------------------------------------
 # Request bodies
@@ -50,6 +57,49 @@ def _python_spelling(match: re.Match) -> str:
     if match.group(2) is None:
         return match.group(0)  # A string literal: left alone.
     return "NaN" if match.group(2) == "NaN" else match.group(1) + "Infinity"
+
+
+def check_json_values(body: bytes, limit: int) -> None:
+    """Refuses a body of more than `limit` JSON values, before it is parsed.
+
+    The values are counted from the body's commas and opening brackets: an
+    upper bound (a comma inside a string counts too), taken at memory speed.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT naming the limit and its flag.
+    """
+    values = body.count(b",") + body.count(b"[") + body.count(b"{") + 1
+    if values > limit:
+        raise invalid_argument(
+            f"The JSON body holds up to {values:,} values (counted from its commas and "
+            f"brackets): more than the limit of {limit:,} (--rest_api_max_json_values)"
+        )
+
+
+class _NumberTooBigError(ValueError):
+    """A JSON number beyond a double's range (rapidjson's kParseErrorNumberTooBig)."""
+
+
+# JSON integers rapidjson keeps as integers: those that fit int64 or uint64.
+_SMALLEST_INTEGER = -(2**63)
+_LARGEST_INTEGER = 2**64 - 1
+
+
+def _json_double(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NumberTooBigError(literal)
+    return value
+
+
+def _json_integer(literal: str) -> int | float:
+    # 20 characters hold any 64-bit integer; longer ones are not converted to
+    # int at all (Python refuses more than 4,300 digits).
+    if len(literal) <= 20:
+        value = int(literal)
+        if _SMALLEST_INTEGER <= value <= _LARGEST_INTEGER:
+            return value
+    return _json_double(literal)
 
 
 def parse_json(body: bytes):
@@ -76,10 +126,18 @@ def parse_json(body: bytes):
     start = len(text) - len(text.lstrip(" \t\n\r"))
     if start == len(text):
         raise invalid_argument("JSON Parse error: The document is empty")
+    decoder = json.JSONDecoder(parse_float=_json_double, parse_int=_json_integer)
     try:
-        document, _ = json.JSONDecoder().raw_decode(text, start)
+        document, _ = decoder.raw_decode(text, start)
     except json.JSONDecodeError as error:
         raise invalid_argument(f"JSON Parse error: {error.msg} at offset: {error.pos}") from None
+    except _NumberTooBigError as error:
+        literal = str(error)
+        if len(literal) > 24:
+            literal = f"{literal[:20]}... ({len(literal):,} characters)"
+        raise invalid_argument(
+            f"JSON Parse error: Number too big to be stored in double: {literal}"
+        ) from None
     except RecursionError:
         raise invalid_argument("JSON Parse error: The document is nested too deeply") from None
     return document
@@ -337,8 +395,12 @@ def _object(values: dict[str, str]) -> str:
 
 
 def make_error_body(message: str) -> bytes:
-    """`{"error": "<message>"}`, TF Serving's error body."""
-    return _encode('{"' + ERROR_KEY + '": ' + json_string(message) + "}")
+    """`{"error": "<message>"}`, TF Serving's error body, always valid UTF-8.
+
+    Bytes that were not UTF-8 (in a model name from the URL, or a string of the
+    body quoted in the message) become U+FFFD.
+    """
+    return ('{"' + ERROR_KEY + '": ' + json_string(printable(message)) + "}").encode()
 
 
 def _encode(text: str) -> bytes:

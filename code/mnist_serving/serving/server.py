@@ -1,15 +1,15 @@
-"""The server assembled: one asyncio event loop, the data plane, the REST transport.
+"""The server assembled: one asyncio event loop, the data plane, the REST and gRPC transports.
 
-Start-up follows tensorflow_model_server: the port is bound first (a busy
+Start-up follows tensorflow_model_server: the ports are bound first (a busy
 port fails at once), version labels are assigned (TF Serving assigns them
 before any model loads, so a label needs
 `--allow_version_labels_for_unavailable_models` at start-up), every model's
-newest version is loaded and warmed up, and only then are connections
-accepted. A transport for TF Serving's gRPC API can be added beside the REST
-one on the same loop: both call into the same `DataPlane`.
+newest version is loaded and warmed up, and only then are calls accepted,
+gRPC first, then REST, each logged as TF Serving logs it. Both transports
+run on the same loop and call into the same `DataPlane`.
 
-SIGINT or SIGTERM stops the server: it stops accepting, lets requests in
-progress finish (up to `SHUTDOWN_SECONDS`), then stops loading and batching.
+SIGINT or SIGTERM stops the server: both ports stop accepting, requests in
+progress finish (up to `SHUTDOWN_SECONDS`), then loading and batching stop.
 A second signal exits at once.
 """
 
@@ -23,6 +23,7 @@ from aiohttp import web
 
 from mnist_serving.serving.data_plane import DataPlane
 from mnist_serving.serving.errors import ConfigError, ServingError
+from mnist_serving.serving.grpc_transport import GrpcTransport
 from mnist_serving.serving.model_config import read_model_config_file
 from mnist_serving.serving.options import ServerOptions
 from mnist_serving.serving.rest import AccessLogger, RestApi
@@ -44,15 +45,17 @@ class ModelServer:
     def __init__(self, options: ServerOptions):
         self.options = options
         self.plane = DataPlane(options)
-        self.port: int | None = None
+        self.grpc = GrpcTransport(self.plane)
+        self.port: int | None = None  # REST.
+        self.grpc_port: int | None = None
         self._socket: socket.socket | None = None
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._site: web.SockSite | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
-        """Binds the port, assigns labels, loads the models, then accepts requests.
+        """Binds the ports, assigns labels, loads the models, then accepts requests.
 
         Raises:
             StartupError: Port unavailable, a label TF Serving refuses, or a
@@ -61,6 +64,13 @@ class ModelServer:
         options = self.options
         self._socket = _bind(options.rest_api_host, options.rest_api_port)
         self.port = self._socket.getsockname()[1]
+        try:
+            self.grpc_port = self.grpc.bind(options.rest_api_host, options.port)
+        except OSError as error:
+            raise StartupError(
+                f"Failed to start gRPC server at {options.rest_api_host}:{options.port}: "
+                f"{error.strerror or error}"
+            ) from None
         if options.model_config_file:
             LOGGER.info("Adding/updating models.")
             for model in options.models:
@@ -87,12 +97,13 @@ class ModelServer:
                 f"Failed to start server. Error: UNKNOWN: {len(failures)} model(s) did not "
                 "become available: {" + ", ".join(failures) + "}"
             )
-        self._runner = web.AppRunner(
-            RestApi(self.plane).application(),
-            handle_signals=False,
-            access_log_class=AccessLogger,
-            access_log=LOGGER if options.verbose else None,
-            shutdown_timeout=SHUTDOWN_SECONDS,
+        await self.grpc.start()
+        LOGGER.info("Running gRPC ModelServer at %s:%d ...", options.rest_api_host, self.grpc_port)
+        rest_server = RestApi(self.plane).server(
+            access_log_class=AccessLogger, access_log=LOGGER if options.verbose else None
+        )
+        self._runner = web.ServerRunner(
+            rest_server, handle_signals=False, shutdown_timeout=SHUTDOWN_SECONDS
         )
         await self._runner.setup()
         self._site = web.SockSite(self._runner, self._socket, backlog=LISTEN_BACKLOG)
@@ -104,7 +115,6 @@ class ModelServer:
     async def _watch_config_file(self) -> None:
         """Re-reads `--model_config_file` periodically and applies changes."""
         current = list(self.options.models)
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.options.model_config_file_poll_wait_seconds)
             try:
@@ -116,7 +126,7 @@ class ModelServer:
                 continue
             LOGGER.info("Model config file changed; updating the served models")
             try:
-                await loop.run_in_executor(None, self.plane.manager.update_models, models)
+                await self.plane.update_models(models)
             except ServingError as error:
                 LOGGER.error("Keeping the current model config: %s", error)
                 continue
@@ -147,9 +157,11 @@ class ModelServer:
         """Stops accepting, waits for requests in progress, stops the data plane."""
         for task in self._tasks:
             task.cancel()
+        stopping = [self.grpc.stop(SHUTDOWN_SECONDS)]
         if self._site is not None:
-            await self._site.stop()
+            stopping.append(self._site.stop())
             LOGGER.info("Stopped accepting connections; finishing the requests in progress")
+        await asyncio.gather(*stopping)
         if self._runner is not None:
             await self._runner.cleanup()
         elif self._socket is not None:
