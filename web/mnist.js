@@ -13,8 +13,9 @@
 
 import { DIGIT_BOX_SIZE, IMAGE_SIZE, PIXEL_MAX } from "./config.js";
 
-// preprocessing.LARGE_DIGIT: a drawing larger than this is cropped where its
-// anti-aliased edge is half-way up, not at its faintest pixel.
+// A drawing larger than this is cropped where its anti-aliased edge is half-way
+// up, not at its faintest pixel, as preprocessing.py crops a large digit whose
+// strokes have MNIST's width.
 const LARGE_DIGIT = 2 * DIGIT_BOX_SIZE;
 const HALF_WAY = 128;
 // preprocessing.CENTRE: where the centre of mass goes, in OpenCV's pixel
