@@ -1,5 +1,6 @@
 """Shared fixtures: real models, real exports, real files in temporary folders."""
 
+import signal
 import subprocess
 import sys
 
@@ -42,6 +43,16 @@ def export_base(tmp_path_factory, untrained_model, mnist):
 def script_command(script, *arguments):
     """The command line of one of the project's scripts in `code/`."""
     return [sys.executable, str(config.CODE_DIR / script), *map(str, arguments)]
+
+
+def default_ctrl_c():
+    """`preexec_fn` of a child a test stops with SIGINT, as Ctrl-C in a terminal would.
+
+    A suite started in the background (`make test &`) runs with SIGINT
+    ignored, which its children inherit; Python then raises no
+    KeyboardInterrupt in them. The child gets SIGINT's default back.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_script(script, *arguments, timeout=600, cwd=None):

@@ -13,8 +13,9 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_script, script_command
+from conftest import default_ctrl_c, run_script, script_command
 from server_fixtures import ServerProcess
+from test_training import FIGURES
 
 from mnist_serving import config, distributed, local_cluster, training
 
@@ -174,7 +175,7 @@ def test_the_chief_alone_writes_the_model_metrics_and_figures(two_workers):
         "cnnModel.metrics.json",
         "figures",
     ]
-    assert len(list((output / "figures").iterdir())) == 5
+    assert sorted(path.name for path in (output / "figures").iterdir()) == sorted(FIGURES)
     # The other worker's copy went to a temporary folder, since removed.
     assert not [path for path in temporary.iterdir() if "mnist_serving" in path.name]
 
@@ -309,6 +310,7 @@ def test_ctrl_c_stops_every_worker_and_writes_nothing(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=default_ctrl_c,
     )
     try:
         # Both workers have joined the cluster and built the model.

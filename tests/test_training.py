@@ -8,7 +8,7 @@ import sys
 
 import h5py
 import pytest
-from conftest import SMOKE_TRAINING, run_script
+from conftest import SMOKE_TRAINING, default_ctrl_c, run_script
 
 from mnist_serving import config, training
 
@@ -128,6 +128,7 @@ def test_an_interrupted_run_leaves_the_previous_model_intact(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        preexec_fn=default_ctrl_c,
     )
     # Interrupt once the first epoch has begun, as a user pressing Ctrl-C would.
     for line in process.stdout:

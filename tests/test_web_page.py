@@ -25,7 +25,7 @@ import urllib.parse
 import numpy as np
 import pytest
 import requests
-from conftest import run_script
+from conftest import default_ctrl_c, run_script
 from server_fixtures import ServerProcess
 
 from mnist_serving import calibration, config, export, preprocessing, web
@@ -426,6 +426,7 @@ def test_web_demo_serves_the_page_and_ctrl_c_stops_both_servers(browser, smoke_e
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=default_ctrl_c,
     )
     try:
         # The address comes once the model server answers.
