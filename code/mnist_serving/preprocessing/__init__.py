@@ -5,7 +5,7 @@ ratio kept, anti-aliased, and placed in a 28x28 image so that their centre of
 mass is at the centre. A model trained on them reads a phone photo of a digit
 on paper only after the same recipe: dark ink becomes white on black, the
 paper's shading and noise go, the digit is cropped, fitted and centred. This
-module is that recipe, the one that the client, the server, the tests and
+package is that recipe, the one that the client, the server, the tests and
 the figures all use:
 
 1. `grey`: any dtype and channel layout to one grey channel, 0..255 as float;

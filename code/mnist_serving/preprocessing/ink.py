@@ -31,7 +31,6 @@ IMPULSE_FRACTION = 0.01
 NOISE_LEVEL = 4.0
 NOISE_BLUR_SIGMA = 1.0
 
-
 # The darkest and lightest 0.02% of the pixels stand for the ink: whichever is
 # farther from the paper's colour is the ink's side.
 TAIL_FRACTION = 0.0002
@@ -75,7 +74,6 @@ MAX_INK_FRACTION = 0.7
 # crop).
 MAIN_PIECE_FRACTION = 0.1
 NEAR_DIGIT_FRACTION = 0.1
-
 
 # The eight neighbours of a pixel, without the pixel itself.
 _NEIGHBOURS = np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=np.uint8)

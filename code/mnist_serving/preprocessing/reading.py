@@ -14,7 +14,6 @@ from mnist_serving.preprocessing.errors import ImageTooLargeError, Preprocessing
 
 _JPEG_SIGNATURE = b"\xff\xd8\xff"
 
-
 # A file's size (config.MAX_FILE_BYTES) is checked before it is read whole,
 # and its pixels (config.MAX_IMAGE_PIXELS) before it is decoded: a 20000x20000
 # PNG of 2 MB decodes to 1.6 GB, and the steps below take about 20 bytes per
