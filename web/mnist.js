@@ -1,8 +1,8 @@
-// A drawing turned into an MNIST digit, as code/mnist_serving/preprocessing.py
+// A drawing turned into an MNIST digit, as code/mnist_serving/preprocessing/
 // turns a clean drawing: crop to the ink, fit the longer side to 20 pixels
 // keeping the aspect ratio (area averaging), brightest pixel 255, and place it
 // in a 28x28 image with its centre of mass on pixel IMAGE_SIZE / 2, white on
-// black. The steps, sizes and rounding are that module's, so both give the
+// black. The steps, sizes and rounding are that package's, so both give the
 // same pixels. The steps for photos (noise, lighting, polarity) have nothing
 // to do on a clean pad; the one that brings a pen's stroke width closer to
 // MNIST's is left out too: the pad's pen has MNIST's width for a digit from
@@ -14,7 +14,7 @@
 import { DIGIT_BOX_SIZE, IMAGE_SIZE, PIXEL_MAX } from "./config.js";
 
 // A drawing larger than this is cropped where its anti-aliased edge is half-way
-// up, not at its faintest pixel, as preprocessing.py crops a large digit whose
+// up, not at its faintest pixel, as preprocessing/ crops a large digit whose
 // strokes have MNIST's width.
 const LARGE_DIGIT = 2 * DIGIT_BOX_SIZE;
 const HALF_WAY = 128;
@@ -44,7 +44,7 @@ export function toMnist(ink) {
   return centreByMass(fitToBox(crop(ink, box)));
 }
 
-/** Python's round(): halves go to the even neighbour (round(2.5) == 2), as in preprocessing.py and OpenCV. */
+/** Python's round(): halves go to the even neighbour (round(2.5) == 2), as in preprocessing/ and OpenCV. */
 function roundHalfEven(value) {
   const rounded = Math.round(value);
   return Math.abs(value % 1) === 0.5 && rounded % 2 !== 0 ? rounded - 1 : rounded;

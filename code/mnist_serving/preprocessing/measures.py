@@ -1,0 +1,72 @@
+"""Robust measures of grey levels: quantiles, spread, histogram levels, and the
+border ring that tells the paper from the ink."""
+
+import math
+
+import cv2
+import numpy as np
+
+# The border ring that tells the paper's colour, as a fraction of the
+# shorter side (at least one pixel).
+BORDER_FRACTION = 0.03
+
+
+def _quantiles(values, fractions):
+    """Values below which the given fractions of `values` lie (no interpolation).
+
+    A plain sort: `np.percentile`'s overhead would dominate the time for a
+    28x28 image, and `np.partition` is very slow on the many equal values
+    of a black background.
+    """
+    ordered = np.sort(values, axis=None)
+    last = ordered.size - 1
+    return [float(ordered[min(last, max(0, round(fraction * last)))]) for fraction in fractions]
+
+
+def _subsample(array, count=4096):
+    """About `count` evenly spread values of a 1-D or 2-D array: enough for a
+    median, and fast."""
+    if array.ndim == 1:
+        return array[:: max(1, array.size // count)]
+    stride = max(1, math.isqrt(array.size // count))
+    return array[::stride, ::stride]
+
+
+def _spread(values):
+    """Robust standard deviation: the median absolute deviation, scaled."""
+    (middle,) = _quantiles(values, (0.5,))
+    (deviation,) = _quantiles(np.abs(values - np.float32(middle)), (0.5,))
+    return 1.4826 * deviation
+
+
+def _levels_at(image, fractions):
+    """Grey levels below which the given fractions of the pixels lie.
+
+    A 256-bin histogram: exact to one grey level, and much faster than
+    sorting a photo's pixels.
+    """
+    # Rounded to uint8 first: OpenCV's histogram of bytes is several times
+    # faster than of floats. `image` holds 0..255, so nothing is lost.
+    levels = cv2.convertScaleAbs(image)
+    histogram = cv2.calcHist([levels], [0], None, [256], [0, 256]).ravel()
+    total = histogram.sum()
+    if total == 0:
+        return [0.0 for _ in fractions]
+    cumulative = np.cumsum(histogram) / total
+    return [float(np.searchsorted(cumulative, fraction)) for fraction in fractions]
+
+
+def _border(image):
+    """The pixels of a ring along the image's edges."""
+    height, width = image.shape
+    ring = max(1, round(BORDER_FRACTION * min(height, width)))
+    if 2 * ring >= min(height, width):
+        return image.ravel()
+    return np.concatenate(
+        [
+            image[:ring].ravel(),
+            image[-ring:].ravel(),
+            image[ring:-ring, :ring].ravel(),
+            image[ring:-ring, -ring:].ravel(),
+        ]
+    )
