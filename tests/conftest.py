@@ -66,6 +66,16 @@ def run_script(script, *arguments, timeout=600, cwd=None):
     )
 
 
+# The figures model_trainer.py writes.
+TRAINER_FIGURES = [
+    "datasetExample.png",
+    "model.png",
+    "trainingCurves.png",
+    "confusionMatrix.png",
+    "misclassified.png",
+    "calibration.png",
+]
+
 # A smoke run: 1,000 training images (900 to fit, 100 to validate), one epoch.
 SMOKE_TRAINING = ("--epochs", 1, "--limit", 1000, "--seed", 7)
 

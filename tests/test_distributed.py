@@ -13,9 +13,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import default_ctrl_c, run_script, script_command
+from conftest import TRAINER_FIGURES, default_ctrl_c, run_script, script_command
 from server_fixtures import ServerProcess
-from test_training import FIGURES
 
 from mnist_serving import config, distributed, local_cluster, training
 
@@ -175,7 +174,7 @@ def test_the_chief_alone_writes_the_model_metrics_and_figures(two_workers):
         "cnnModel.metrics.json",
         "figures",
     ]
-    assert sorted(path.name for path in (output / "figures").iterdir()) == sorted(FIGURES)
+    assert sorted(path.name for path in (output / "figures").iterdir()) == sorted(TRAINER_FIGURES)
     # The other worker's copy went to a temporary folder, since removed.
     assert not [path for path in temporary.iterdir() if "mnist_serving" in path.name]
 

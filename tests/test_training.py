@@ -8,18 +8,9 @@ import sys
 
 import h5py
 import pytest
-from conftest import SMOKE_TRAINING, default_ctrl_c, run_script
+from conftest import SMOKE_TRAINING, TRAINER_FIGURES, default_ctrl_c, run_script
 
 from mnist_serving import config, training
-
-FIGURES = [
-    "datasetExample.png",
-    "model.png",
-    "trainingCurves.png",
-    "confusionMatrix.png",
-    "misclassified.png",
-    "calibration.png",
-]
 
 
 def test_prints_the_dataset_dimensions_as_the_original_does(smoke_training):
@@ -87,7 +78,7 @@ def test_metrics_give_accuracy_and_misclassifications_per_class(smoke_training):
 
 def test_draws_the_figures_of_the_manual(smoke_training):
     folder, _ = smoke_training
-    for name in FIGURES:
+    for name in TRAINER_FIGURES:
         data = (folder / "figures" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5000, name
 
