@@ -345,6 +345,52 @@ def test_shadow_over_most_of_the_border_does_not_turn_the_ink_light():
     assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
 
 
+def test_lit_edge_of_a_shaded_page_is_not_taken_for_ink():
+    # Most of the page in a shadow at 30% of the light: its lit edge covers
+    # less than a quarter of the border, and is as far from the shadow's
+    # paper as the ink is.
+    even = draw_digit(
+        4, size=(480, 640), scale=7, thickness=16, paper=210, ink=40, centre=(280, 240)
+    )
+    rows, columns = np.mgrid[0:480, 0:640]
+    light = cv2.GaussianBlur(np.where(columns - rows > 420, 1.0, 0.3), (0, 0), 15)
+    result = preprocessing.to_mnist((even * light).astype(np.uint8))
+    assert_mnist_form(result)
+    assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
+
+
+def test_bold_zero_under_uneven_light_keeps_its_dark_ink():
+    # A marker's 0 whose ring is wider than its hole, under a flash's hot
+    # spot: around the hole there is more ink than paper, and the paper
+    # inside must not be taken for light ink.
+    even = np.full((480, 360), 200, dtype=np.uint8)
+    cv2.ellipse(even, (150, 300), (70, 80), 0, 0, 360, 40, thickness=70)
+    rows, columns = np.mgrid[0:480, 0:360]
+    light = 0.35 + 0.65 * np.exp(-((columns - 150) ** 2 + (rows - 300) ** 2) / (2 * 120.0**2))
+    result = preprocessing.to_mnist((even * light).astype(np.uint8))
+    assert_mnist_form(result)
+    assert result[SIZE // 2, SIZE // 2] == 0  # The hole stays paper.
+    assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
+
+
+def test_chalk_grain_leaves_no_holes_in_the_strokes():
+    generator = np.random.default_rng(4)
+    board = draw_digit(1, size=(300, 300), scale=7, thickness=40, paper=50, ink=230)
+    # Clumps of a few pixels that the chalk missed, over 30% of the strokes.
+    clumps = cv2.GaussianBlur(generator.random(board.shape).astype(np.float32), (0, 0), 1.5)
+    missed = clumps < np.quantile(clumps, 0.3)
+    grainy = cv2.GaussianBlur(
+        np.where(missed & (board > 140), 60, board).astype(np.float32), (0, 0), 1.0
+    )
+    steps = {}
+    result = preprocessing.to_mnist(grainy.astype(np.uint8), steps)
+    assert_mnist_form(result)
+    # The paper around the 1 is the only piece of paper its strokes leave.
+    paper = cv2.copyMakeBorder(255 - steps["strokes"], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    assert cv2.connectedComponents(paper, connectivity=4)[0] - 1 == 1
+    assert ink_match(result, preprocessing.to_mnist(board)) >= 0.9
+
+
 def test_faint_stroke_beside_a_strong_one_keeps_its_width():
     image = np.full((300, 300), 240, dtype=np.uint8)
     cv2.line(image, (110, 40), (110, 260), 20, thickness=16)  # Strong.

@@ -12,8 +12,10 @@ from mnist_serving import config
 from mnist_serving.preprocessing.errors import PreprocessingError
 from mnist_serving.preprocessing.measures import (
     _border,
+    _border_pieces,
     _levels_at,
     _quantiles,
+    _row_medians,
     _spread,
     _subsample,
 )
@@ -46,6 +48,10 @@ LIGHTING_MIN_SIZE = 2 * config.IMAGE_SIZE
 LIGHTING_THUMBNAIL_SIZE = 128
 LIGHTING_KERNEL_FRACTION = 1 / 3
 LIGHTING_BLUR_SIGMA = 1.0
+# Under uneven light, the polarity is judged on what stands out from its
+# neighbourhood by more than this fraction of the strongest contrast (see
+# `_ink_is_dark`).
+POLARITY_TAIL = 0.5
 # The map is then made again with a disc BACKGROUND_STROKES times as wide as
 # the ink's strokes (see `_stroke_sized_background`).
 BACKGROUND_STROKES = 4
@@ -62,6 +68,7 @@ BACKGROUND_DISC_PIXELS = 9
 # Otsu's threshold, made for two classes of similar size, would split the
 # paper's noise instead.
 PAPER_NOISE_SIGMAS = 5.0
+PAPER_QUANTILE = 0.999
 INK_NOISE_SIGMAS = 8.0
 MIN_INK_CONTRAST = 12.0
 MIN_INK_PIXELS = 4
@@ -132,6 +139,17 @@ def _measure_paper(grey):
     paper_border = border[(border > (paper + ink) / 2) == dark_ink]
     low_border, high_border = _quantiles(paper_border, (0.25, 0.75))
     uneven = high_border - low_border > UNEVEN_LIGHTING * contrast
+    other_side = lightest - paper if dark_ink else paper - darkest
+    if not uneven and other_side > UNEVEN_LIGHTING * contrast:
+        # Something stands out on both sides of the paper: the ink, and a
+        # part of the page under other light (a lit edge of a page mostly in
+        # shadow, a flash's hot spot), which the border's median leaves out
+        # and which would be taken for ink. The pieces of the border's sides
+        # then differ. (Ink that touches the border of a tight crop fills
+        # some pieces too, but has nothing beyond the paper on the other
+        # side.)
+        pieces = _row_medians(_border_pieces(grey))
+        uneven = bool(np.ptp(pieces) > UNEVEN_LIGHTING * contrast)
     if not (uneven and min(grey.shape) >= LIGHTING_MIN_SIZE):
         return _Paper(dark_ink, 255.0 - paper if dark_ink else paper, None)
     dark_ink = _ink_is_dark(grey)
@@ -189,7 +207,13 @@ def _ink_is_dark(grey):
     paper = cv2.medianBlur(levels, disc.shape[0])
     inside = (slice(margin, -margin), slice(margin, -margin))
     ratio = np.log((levels[inside] + np.float32(1)) / (paper[inside] + np.float32(1)))
-    return bool(-ratio.min() > ratio.max())
+    # What stands out beyond half the strongest contrast either way, summed:
+    # where a bold digit covers more than half of the disc, the median is
+    # ink and the paper inside its loops stands out as strongly as the ink
+    # does elsewhere, but over a much smaller area. (A sum of all the
+    # contrast would weigh the paper's noise as much as a hairline.)
+    half = np.float32(POLARITY_TAIL) * max(-float(ratio.min()), float(ratio.max()))
+    return bool(np.maximum(-ratio - half, 0).sum() > np.maximum(ratio - half, 0).sum())
 
 
 def _lighting_thumbnail(grey, factor=None, radius=None):
@@ -217,12 +241,17 @@ def _lighting_thumbnail(grey, factor=None, radius=None):
     return extended, disc, margin
 
 
-def _ink_levels(signed_ink):
+def _ink_levels(signed_ink, mapped=False):
     """The signed ink strengths that become 0 (the paper) and 255 (the
     strongest ink); checks that there is ink.
 
     The paper's level plus its noise becomes 0 and the strongest ink 255.
     For an MNIST image both are already 0 and 255, so nothing changes.
+
+    Args:
+        signed_ink: The signed ink strengths (`_signed_ink`).
+        mapped: Whether they were measured against a map of the paper
+            (uneven light), which leaves errors, not noise, on the paper.
 
     Returns:
         (paper, floor, gain): the paper's level, the level that becomes 0
@@ -251,6 +280,13 @@ def _ink_levels(signed_ink):
             f"blank image: no ink found ({ink_fraction:.0%} of the image stands out)"
         )
     floor = paper_level + PAPER_NOISE_SIGMAS * paper_noise
+    if mapped:
+        # Measured against a map of the paper (`mapped`), what is left of
+        # the paper is not noise around a level but the map's error, never
+        # below 0 where the map follows the paper closely: its spread can
+        # be 0. The floor is at least the paper's PAPER_QUANTILE.
+        (paper_top,) = _quantiles(paper, (PAPER_QUANTILE,))
+        floor = max(floor, paper_top)
     peak = min(float(ink_pixels.max()), 255.0)
     return paper_level, floor, 255.0 / (peak - floor)
 

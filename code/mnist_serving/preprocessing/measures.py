@@ -70,3 +70,35 @@ def _border(image):
             image[ring:-ring, -ring:].ravel(),
         ]
     )
+
+
+def _border_pieces(image, parts=3, count=64):
+    """The border ring's four sides, each cut into `parts` pieces along it:
+    an array of one row per piece, at most `count` values evenly taken from
+    the ring's middle line (enough for a median; one array, so that the
+    pieces are measured at once)."""
+    height, width = image.shape
+    ring = max(1, round(BORDER_FRACTION * min(height, width)))
+    middle = ring // 2
+    lines = [image[middle], image[-1 - middle], image[:, middle], image[:, -1 - middle]]
+    pieces = []
+    for line in lines:
+        if line.size < parts:  # A sliver of an image: each piece is all of it.
+            line = np.resize(line, parts)
+        length = line.size // parts
+        stride = max(1, length // count)
+        pieces.append(line[: length * parts].reshape(parts, length)[:, ::stride][:, :count])
+    shortest = min(piece.shape[1] for piece in pieces)
+    return np.concatenate([piece[:, :shortest] for piece in pieces])
+
+
+def _row_medians(rows):
+    """The median of each row (no interpolation, as `_quantiles`)."""
+    ordered = np.sort(rows, axis=1)
+    return ordered[:, (rows.shape[1] - 1) // 2]
+
+
+def _row_spreads(rows):
+    """`_spread` of each row."""
+    deviations = np.abs(rows - _row_medians(rows)[:, np.newaxis])
+    return 1.4826 * _row_medians(deviations)

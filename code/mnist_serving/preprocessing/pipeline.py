@@ -161,7 +161,7 @@ def _find_ink(full, scale, working_size, record):
     paper = _measure_paper(grey)
     signed = _signed_ink(grey, paper, paper.background)
     record("ink", np.clip(signed, 0, 255))
-    levels = _ink_levels(signed)
+    levels = _ink_levels(signed, mapped=paper.background is not None)
     stretched = _stretch(signed, levels)
     if paper.background is not None:
         # The first map's disc is sized for the largest digit; a shadow's
@@ -173,6 +173,6 @@ def _find_ink(full, scale, working_size, record):
             paper = paper._replace(background=background)
             signed = _signed_ink(grey, paper, background)
             record("ink", np.clip(signed, 0, 255))
-            levels = _ink_levels(signed)
+            levels = _ink_levels(signed, mapped=True)
             stretched = _stretch(signed, levels)
     return factor, paper, signed, levels, stretched

@@ -16,7 +16,13 @@ from mnist_serving.preprocessing.ink import (
     _signed_ink,
     _suppress_noise,
 )
-from mnist_serving.preprocessing.measures import _border, _quantiles, _spread, _subsample
+from mnist_serving.preprocessing.measures import (
+    _border_pieces,
+    _quantiles,
+    _row_medians,
+    _row_spreads,
+    _subsample,
+)
 from mnist_serving.preprocessing.width import stroke_width
 
 # A digit larger than MNIST's box is read again at DETAIL_SIZE pixels on its
@@ -28,7 +34,7 @@ from mnist_serving.preprocessing.width import stroke_width
 # FINE_DETAIL_SIZE, where a thin pen's line is still above the noise.
 DETAIL_SIZE = 4 * config.DIGIT_BOX_SIZE
 FINE_DETAIL_SIZE = 4 * DETAIL_SIZE
-DETAIL_MARGIN = 0.05
+DETAIL_MARGIN = 0.1
 
 # A stroke's edge is at half the strongest ink within a square of
 # LOCAL_PEAK_FRACTION of the digit's size, and never below
@@ -128,11 +134,15 @@ def _cut_strokes(detail):
     Returns:
         uint8 0/255 strokes, cropped to them.
     """
-    # The paper's noise, measured again at this size on the border ring
-    # (paper: the digit's box had a margin): nothing within it is ink.
-    border = _subsample(_border(detail))
-    (paper_level,) = _quantiles(border, (0.5,))
-    floor = paper_level + PAPER_NOISE_SIGMAS * _spread(border)
+    # The paper's level and noise, measured again at this size on the pieces
+    # of the border ring (paper: the digit's box had a margin): nothing
+    # within them is ink. Measured piece by piece, a lighting map's residual
+    # slope across the digit is not taken for noise; the upper quartile of
+    # the pieces' levels leaves out ink that reaches a few of them.
+    pieces = _border_pieces(detail)
+    (paper_level,) = _quantiles(_row_medians(pieces), (0.75,))
+    (noise,) = _quantiles(_row_spreads(pieces), (0.5,))
+    floor = paper_level + PAPER_NOISE_SIGMAS * noise
     inked = detail[detail > floor]
     if inked.size == 0:
         raise PreprocessingError("blank image: no ink found")
