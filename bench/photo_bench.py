@@ -11,7 +11,11 @@ Each group draws its own N MNIST test digits (group k takes digits k*N to
 (k+1)*N - 1; with N = 1250 the eight MNIST groups cover the test set once)
 and is printed beside the accuracy on the same digits as they are in MNIST,
 with the stroke width (`preprocessing.stroke_width`) of the 28x28 results
-beside MNIST's. The `fonts` group has no MNIST counterpart: its digits are typed in
+beside MNIST's. Between the two, the `drawn` column classifies each photo's
+ink as it lies on the page, before the camera (the same pen, size and turn;
+no paper, light, blur, noise or JPEG), after the same recipe: what the
+drawing changes (a page turned by up to 10 degrees, another pen) and what
+the camera does are told apart. The `fonts` group has no MNIST counterpart: its digits are typed in
 the handwriting fonts of bench/handwriting_fonts.txt, which `make fonts`
 installs; missing fonts are reported and make the exit status 1.
 
@@ -32,6 +36,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -41,7 +46,7 @@ sys.path.insert(0, str(PROJECT_DIR / "code"))
 
 # Found through the path above.
 import make_test_images  # noqa: E402
-from make_test_images import draw_photo, photograph, turned  # noqa: E402
+from make_test_images import draw_photo, ink_coverage, photograph, turned  # noqa: E402
 
 from mnist_serving import cli, config, data, preprocessing, savedmodel  # noqa: E402
 
@@ -183,6 +188,26 @@ def maybe_jpeg(photo, rng):
     return as_jpeg(photo) if rng.random() < 0.5 else photo
 
 
+class Drawing(NamedTuple):
+    """A group's photo, and the same ink as drawn on the page before the
+    camera (no paper, light, blur, noise or JPEG) in MNIST form."""
+
+    photo: np.ndarray
+    drawn: np.ndarray
+
+
+def photographed(coverage, spec, rng, jpeg=maybe_jpeg):
+    """The `Drawing` of the ink `coverage` photographed as `spec` says; `jpeg`
+    stores the photo (by default half of them as JPEG)."""
+    drawn = preprocessing.to_mnist(np.rint(np.clip(coverage, 0.0, 1.0) * 255).astype(np.uint8))
+    return Drawing(jpeg(photograph(coverage, spec, rng), rng), drawn)
+
+
+def mnist_ink(digit, spec):
+    """The ink coverage of an MNIST digit as `spec` draws it (`draw_photo`'s)."""
+    return ink_coverage(digit, spec["digit_height"], spec["stroke"], spec["angle"])
+
+
 # The groups. Each draws one photo of one digit with its own random generator.
 
 
@@ -206,13 +231,13 @@ def draw_mixed(digit, rng):
         "noise": rng.uniform(0.0, 6.0),
         "grey": bool(rng.random() < 0.2),
     }
-    return maybe_jpeg(draw_photo(digit, spec, rng), rng)
+    return photographed(mnist_ink(digit, spec), spec, rng)
 
 
 def draw_size(digit, rng):
     """Digit height 5% to 80% of photos of 0.3 to 5 megapixels (log-uniform)."""
     spec, _ = mnist_photo_spec(rng, (640, 2592), (0.05, 0.8), log_height=True)
-    return maybe_jpeg(draw_photo(digit, spec, rng), rng)
+    return photographed(mnist_ink(digit, spec), spec, rng)
 
 
 def draw_pen(digit, rng):
@@ -223,27 +248,32 @@ def draw_pen(digit, rng):
     narrowest, widest = PENS[list(PENS)[rng.integers(len(PENS))]]
     pen = rng.uniform(*HAIRLINE) if widest == 0 else rng.uniform(narrowest, widest) * height
     coverage = pen_coverage(digit, round(height * FRAME), pen, spec["angle"])
-    return maybe_jpeg(photograph(coverage, spec, rng), rng)
+    return photographed(coverage, spec, rng)
 
 
 def draw_blur(digit, rng):
     """Out of focus: Gaussian blur up to 3.5% of the digit's height."""
     spec, height = mnist_photo_spec(rng, (480, 1600), (0.3, 0.75))
     spec["blur"] = rng.uniform(0.005, 0.035) * height
-    return maybe_jpeg(draw_photo(digit, spec, rng), rng)
+    return photographed(mnist_ink(digit, spec), spec, rng)
 
 
 def draw_motion(digit, rng):
     """Camera shake: a straight motion blur up to 10% of the digit's height."""
     spec, height = mnist_photo_spec(rng, (480, 1600), (0.3, 0.75))
     spec["motion"] = rng.uniform(0.01, 0.1) * height
-    return maybe_jpeg(draw_photo(digit, spec, rng), rng)
+    return photographed(mnist_ink(digit, spec), spec, rng)
 
 
 def draw_jpeg(digit, rng):
     """JPEG at quality 30 to 95, small digits included."""
     spec, _ = mnist_photo_spec(rng, (320, 1600), (0.15, 0.75))
-    return as_jpeg(draw_photo(digit, spec, rng), quality=rng.integers(30, 96))
+    return photographed(
+        mnist_ink(digit, spec),
+        spec,
+        rng,
+        jpeg=lambda photo, rng: as_jpeg(photo, quality=rng.integers(30, 96)),
+    )
 
 
 def draw_light(digit, rng):
@@ -253,7 +283,7 @@ def draw_light(digit, rng):
     spec["light"] = (rng.uniform(0.2, 0.7), 1.0)
     if rng.random() < 0.6:
         spec["shadow"] = rng.uniform(0.3, 0.7)
-    return maybe_jpeg(draw_photo(digit, spec, rng), rng)
+    return photographed(mnist_ink(digit, spec), spec, rng)
 
 
 def draw_chalk(digit, rng):
@@ -270,7 +300,7 @@ def draw_chalk(digit, rng):
     else:
         spec["paper"] = tuple(np.full(3, rng.uniform(25, 55)))
     spec["ink"] = tuple(rng.uniform(200, 240) - rng.uniform(0, 25, size=3))
-    return maybe_jpeg(draw_photo(digit, spec, rng), rng)
+    return photographed(mnist_ink(digit, spec), spec, rng)
 
 
 def draw_font(glyph, rng):
@@ -278,15 +308,13 @@ def draw_font(glyph, rng):
     font, digit = glyph
     size, height, centre = page(rng, (480, 1600), (0.25, 0.75))
     spec = paper_and_pen(rng) | {"size": size, "centre": centre}
-    return maybe_jpeg(
-        photograph(glyph_coverage(font, digit, height, spec["angle"]), spec, rng), rng
-    )
+    return photographed(glyph_coverage(font, digit, height, spec["angle"]), spec, rng)
 
 
 @dataclass(frozen=True)
 class Group:
     description: str
-    draw: object  # (digit or (font, digit), rng) -> photo
+    draw: object  # (digit or (font, digit), rng) -> Drawing
 
 
 GROUPS = {
@@ -481,8 +509,8 @@ def time_one_megapixel(digits, seed):
 
 
 HEADER = (
-    f"{'group':<8}{'photos':>7}{'MNIST':>9}{'photos':>9}{'diff':>7}{'naive':>8}"
-    f"{'width':>17}{'MNIST width':>17}  what"
+    f"{'group':<8}{'photos':>7}{'MNIST':>9}{'drawn':>9}{'photos':>9}{'diff':>7}{'camera':>8}"
+    f"{'naive':>8}{'width':>17}{'MNIST width':>17}  what"
 )
 
 
@@ -505,12 +533,14 @@ def main(argv=None):
     count = arguments.images
     print(
         f"{count} photos per group, seed {arguments.seed}, model {model_name}\n"
-        "Accuracy on the same digits as they are in MNIST, as photos after the project's "
-        "preprocessing (diff: points), and after the naive recipe;\n"
-        "stroke width of the 28x28 digits, quartiles in pixels (preprocessing.stroke_width).\n"
+        "Accuracy on the same digits as they are in MNIST; as drawn on the page (pen, size "
+        "and turn, before the camera) and\nas photos, after the project's preprocessing "
+        "(diff: photos - MNIST, camera: photos - drawn, in points); as photos after\nthe "
+        "naive recipe. Stroke width of the 28x28 photos, quartiles in pixels "
+        "(preprocessing.stroke_width).\n"
     )
     print(HEADER)
-    totals = np.zeros(3, dtype=int)  # Photos, right as MNIST, right as photos.
+    totals = np.zeros(4, dtype=int)  # Photos, right as MNIST, as drawn, as photos.
     photo_count, seconds = 0, 0.0
     for name in arguments.groups:
         group = GROUPS[name]
@@ -519,22 +549,26 @@ def main(argv=None):
             continue
         sources, labels, originals = group_sources(name, count, test_images, test_labels, present)
         rng = group_rng(arguments.seed, name)
-        photos = [group.draw(source, rng) for source in sources]
+        drawings = [group.draw(source, rng) for source in sources]
+        photos = [drawing.photo for drawing in drawings]
         ours, blank, elapsed = preprocess(photos)
         photo_count, seconds = photo_count + len(photos), seconds + elapsed
         right = classify(ours) == labels
+        drawn_right = classify(np.stack([drawing.drawn for drawing in drawings])) == labels
         naive_right = classify(np.stack([naive(photo) for photo in photos])) == labels
+        camera = f"{100 * (right.mean() - drawn_right.mean()):+.2f}"
         mnist_cell, difference, mnist_width = "-", "", "-"
         if originals is not None:  # The fonts group has no MNIST digits.
             mnist_right = classify(originals) == labels
             mnist_cell = f"{mnist_right.mean():.2%}"
             difference = f"{100 * (right.mean() - mnist_right.mean()):+.2f}"
             mnist_width = width_quartiles(originals)
-            totals += [len(labels), mnist_right.sum(), right.sum()]
+            totals += [len(labels), mnist_right.sum(), drawn_right.sum(), right.sum()]
         what = group.description + (f" ({blank} found blank)" if blank else "")
         print(
-            f"{name:<8}{len(photos):>7}{mnist_cell:>9}{right.mean():>9.2%}{difference:>7}"
-            f"{naive_right.mean():>8.1%}{width_quartiles(ours):>17}{mnist_width:>17}  {what}",
+            f"{name:<8}{len(photos):>7}{mnist_cell:>9}{drawn_right.mean():>9.2%}"
+            f"{right.mean():>9.2%}{difference:>7}{camera:>8}{naive_right.mean():>8.1%}"
+            f"{width_quartiles(ours):>17}{mnist_width:>17}  {what}",
             flush=True,
         )
         if name == "fonts":
@@ -548,10 +582,11 @@ def main(argv=None):
                 flush=True,
             )
     if totals[0] > count:
-        mnist_accuracy, accuracy = totals[1] / totals[0], totals[2] / totals[0]
+        mnist_accuracy, drawn_accuracy, accuracy = totals[1:] / totals[0]
         print(
-            f"{'MNIST groups':<15}{totals[0]:>6}{mnist_accuracy:>9.2%}{accuracy:>9.2%}"
-            f"{100 * (accuracy - mnist_accuracy):>+7.2f}"
+            f"{'MNIST groups':<15}{totals[0]:>6}{mnist_accuracy:>9.2%}{drawn_accuracy:>9.2%}"
+            f"{accuracy:>9.2%}{100 * (accuracy - mnist_accuracy):>+7.2f}"
+            f"{100 * (accuracy - drawn_accuracy):>+8.2f}"
         )
     print(f"\npreprocessing: {seconds / max(1, photo_count) * 1e3:.1f} ms per photo on average")
     if arguments.timed_photos:

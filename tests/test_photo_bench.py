@@ -52,7 +52,23 @@ def test_every_group_draws_the_same_photos_for_the_same_seed(photo_bench, mnist)
         source = (fonts[0], 4) if name == "fonts" else test_images[5]
         first = group.draw(source, photo_bench.group_rng(0, name))
         second = group.draw(source, photo_bench.group_rng(0, name))
-        np.testing.assert_array_equal(first, second, err_msg=name)
+        np.testing.assert_array_equal(first.photo, second.photo, err_msg=name)
+        np.testing.assert_array_equal(first.drawn, second.drawn, err_msg=name)
+
+
+def test_drawn_digit_is_the_ink_before_the_camera(photo_bench, mnist):
+    # A blurred, noisy, unevenly lit JPEG photo; its `drawn` twin is the same
+    # ink on a blank page, in MNIST form.
+    (_, _), (test_images, _) = mnist
+    drawing = photo_bench.draw_blur(test_images[0], photo_bench.group_rng(0, "blur"))
+    assert drawing.photo.shape[0] > 100
+    assert drawing.drawn.shape == (config.IMAGE_SIZE, config.IMAGE_SIZE)
+    spec_rng = photo_bench.group_rng(0, "blur")
+    # draw_blur draws its page first, as mnist_photo_spec does.
+    spec, _ = photo_bench.mnist_photo_spec(spec_rng, (480, 1600), (0.3, 0.75))
+    ink = photo_bench.mnist_ink(test_images[0], spec)
+    expected = preprocessing.to_mnist(np.rint(ink * 255).astype(np.uint8))
+    np.testing.assert_array_equal(drawing.drawn, expected)
 
 
 def test_bench_runs_every_group_and_reports_each(export_base):
@@ -62,6 +78,8 @@ def test_bench_runs_every_group_and_reports_each(export_base):
     for name in ["mixed", "size", "pen", "blur", "motion", "jpeg", "light", "chalk", "fonts"]:
         assert name in rows
     assert "MNIST groups" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("group"))
+    assert header.split()[:7] == ["group", "photos", "MNIST", "drawn", "photos", "diff", "camera"]
     assert "per 1-megapixel JPEG photo" in result.stdout
 
 
