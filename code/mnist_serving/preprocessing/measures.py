@@ -23,7 +23,7 @@ def _quantiles(values, fractions):
     return [float(ordered[min(last, max(0, round(fraction * last)))]) for fraction in fractions]
 
 
-def _subsample(array, count=4096):
+def _subsample(array, count=1024):
     """About `count` evenly spread values of a 1-D or 2-D array: enough for a
     median, and fast."""
     if array.ndim == 1:
