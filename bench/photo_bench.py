@@ -480,19 +480,24 @@ def width_quartiles(images):
     return "{:.2f} {:.2f} {:.2f}".format(*np.percentile(widths, [25, 50, 75]))
 
 
+def one_megapixel_spec(rng):
+    """A `draw_photo` spec of the timed photos: 1155x866, colour, the digit
+    in the middle, 10% to 70% of the height."""
+    return paper_and_pen(rng) | {
+        "size": ONE_MEGAPIXEL,
+        "centre": (0.5, 0.5),
+        "digit_height": round(rng.uniform(0.1, 0.7) * ONE_MEGAPIXEL[1] * FRAME),
+        "stroke": rng.uniform(0.7, 1.3),
+        "grey": False,
+    }
+
+
 def time_one_megapixel(digits, seed):
     """Milliseconds per 1-megapixel JPEG photo of each digit: decoding it, and the recipe."""
     rng = np.random.default_rng([seed, 1])
     encoded = []
     for digit in digits:
-        spec = paper_and_pen(rng) | {
-            "size": ONE_MEGAPIXEL,
-            "centre": (0.5, 0.5),
-            "digit_height": round(rng.uniform(0.1, 0.7) * ONE_MEGAPIXEL[1] * FRAME),
-            "stroke": rng.uniform(0.7, 1.3),
-            "grey": False,
-        }
-        photo = draw_photo(digit, spec, rng)
+        photo = draw_photo(digit, one_megapixel_spec(rng), rng)
         encoded.append(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
     decoded = [preprocessing.decode_image(photo) for photo in encoded]
     best_decoding = best_recipe = math.inf

@@ -94,3 +94,35 @@ def test_missing_fonts_are_reported_loudly(export_base, tmp_path):
     assert "WARNING: 1 of the 1 handwriting fonts" in result.stderr
     assert "make fonts" in result.stderr
     assert "NOT RUN" in result.stdout
+
+
+def test_speed_bench_compares_the_recipe_with_another_checkout():
+    # This checkout against itself: both rows are printed, and the ratio.
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(config.PROJECT_DIR / "bench" / "preprocessing_speed.py"),
+            "--before", str(config.PROJECT_DIR / "code"),
+            "--photos", "2", "--turns", "1", "--rounds", "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split()[0] for line in result.stdout.splitlines()]
+    assert "this" in rows and "before" in rows
+    assert "times as long as before's" in result.stdout
+
+
+def test_speed_bench_refuses_a_folder_without_the_package(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(config.PROJECT_DIR / "bench" / "preprocessing_speed.py"),
+         "--before", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no mnist_serving package" in result.stderr
+    assert "Traceback" not in result.stderr
