@@ -116,10 +116,13 @@ def test_the_next_export_removes_a_killed_exports_folder_and_keeps_a_live_ones(
     base = tmp_path / "models"
     base.mkdir()
     paused = start_export(model_file, base, 5)
-    killed = start_export(model_file, base, 6)
+    killed = None
     try:
         live_folder = wait_until(lambda: staging_folder_of(base, 5), timeout=300)
         paused.send_signal(signal.SIGSTOP)  # Alive, halfway through its export.
+        # Started only now: started with the first, it could finish its
+        # export on a busy machine before its staging folder was seen.
+        killed = start_export(model_file, base, 6)
         dead_folder = wait_until(lambda: staging_folder_of(base, 6), timeout=300)
         killed.kill()
         killed.wait()
@@ -135,6 +138,9 @@ def test_the_next_export_removes_a_killed_exports_folder_and_keeps_a_live_ones(
         )
     finally:
         paused.send_signal(signal.SIGCONT)
+        if killed is not None:
+            killed.kill()
+            killed.wait()
     assert paused.wait(timeout=300) == 0  # The paused export finished, its folder intact.
     assert savedmodel.version_numbers(base) == [5, 7]
     assert hidden(base) == []
