@@ -304,6 +304,28 @@ def test_faint_hairline_in_a_large_photo_is_found_not_called_blank(mnist_stroke_
     assert low <= preprocessing.stroke_width(result) <= high
 
 
+def test_faint_hairline_on_blotchy_paper_under_uneven_light_is_found():
+    # A pen line a pixel wide, a third as dark as the paper's blotches are
+    # wide: averaged at the working size it sinks into them, and at full size
+    # only its contrast with the paper right beside it tells it apart.
+    generator = np.random.default_rng(3)
+    page = np.full((1400, 1900), 200, dtype=np.float32)
+    points = np.array(
+        [[700, 300], [450, 850], [480, 1000], [1100, 800], [1250, 600], [1300, 400]], np.int32
+    )
+    cv2.polylines(page, [points], False, 130, thickness=1, lineType=cv2.LINE_AA)
+    rows, columns = np.mgrid[0:1400, 0:1900].astype(np.float32)
+    light = 0.55 + 0.45 * (columns * np.cos(0.17) + rows * np.sin(0.17)) / 2100
+    blotches = cv2.GaussianBlur(generator.normal(0, 1, page.shape).astype(np.float32), (0, 0), 3)
+    photo = page * light * (1 + 0.02 * blotches / blotches.std())
+    photo = cv2.GaussianBlur(photo, (0, 0), 0.8) + generator.normal(0, 5, photo.shape)
+    drawn = np.zeros((1400, 1900), dtype=np.uint8)
+    cv2.polylines(drawn, [points], False, 255, thickness=25, lineType=cv2.LINE_AA)
+    result = preprocessing.to_mnist(np.clip(photo, 0, 255).astype(np.uint8))
+    assert_mnist_form(result, box_slack=3)
+    assert ink_match(result, preprocessing.to_mnist(drawn)) >= 0.8
+
+
 def test_blurred_digit_keeps_its_loops():
     sharp = draw_digit(8, size=(400, 400), scale=9, thickness=20)
     blurred = cv2.GaussianBlur(sharp, (0, 0), 6)  # 3% of the digit's height.

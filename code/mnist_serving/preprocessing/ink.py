@@ -74,6 +74,10 @@ MIN_INK_CONTRAST = 12.0
 MIN_INK_PIXELS = 4
 MAX_INK_FRACTION = 0.7
 
+# Where nothing stands out at the working size, a hairline is looked for at a
+# finer size against the paper's median over this many pixels around it.
+HAIRLINE_WINDOW = 9
+
 # Connected pieces of ink with at least this fraction of the largest piece's
 # area make up the digit; smaller pieces are kept only if they lie within
 # this fraction of the digit's size from its bounding box (MNIST digits often
@@ -359,3 +363,12 @@ def _stroke_sized_background(bright, ink):
     if 2 * radius + 1 >= max(bright.shape) // factor / 2:
         return None
     return _estimate_background(bright, factor, radius, blur_sigma=0)
+
+
+def _hairline_paper(grey, dark_ink):
+    """The paper's map for a hairline: the median over HAIRLINE_WINDOW
+    pixels around each pixel of the image where the ink is the bright part
+    (see `_signed_ink`). A line a pixel or two wide never fills half the
+    window; the paper's blotches and light are wider and stay in the map."""
+    bright = cv2.convertScaleAbs(255.0 - grey if dark_ink else grey)
+    return cv2.medianBlur(bright, HAIRLINE_WINDOW).astype(np.float32)

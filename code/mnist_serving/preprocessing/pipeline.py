@@ -11,6 +11,7 @@ from mnist_serving.preprocessing.errors import PreprocessingError
 from mnist_serving.preprocessing.fitting import _centre_by_mass, _fit_to_box, _half_way_crop
 from mnist_serving.preprocessing.grey import _to_grey, _working_copy
 from mnist_serving.preprocessing.ink import (
+    _hairline_paper,
     _ink_levels,
     _measure_paper,
     _remove_specks,
@@ -101,7 +102,9 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
         # A line thinner than the working copy's pixels can average away
         # below the paper's noise: a finer copy is searched before the
         # photo is called blank.
-        factor, paper, signed, levels, stretched = _find_ink(full, scale, FINE_WORKING_SIZE, record)
+        factor, paper, signed, levels, stretched = _find_ink(
+            full, scale, FINE_WORKING_SIZE, record, hairline=True
+        )
     ink = _remove_specks(stretched)
     record("normalised", ink)
     left, top, width, height = cv2.boundingRect(ink)
@@ -144,8 +147,12 @@ def _ignore(name, value):
     """Stands in for `steps[name] = value` when no steps are asked for."""
 
 
-def _find_ink(full, scale, working_size, record):
+def _find_ink(full, scale, working_size, record, hairline=False):
     """Steps 1 to 4 on a working copy of at most `working_size` pixels.
+
+    With `hairline`, the ink is measured against the paper's median a few
+    pixels around (`_hairline_paper`): a line a pixel or two wide stands out
+    from it, the paper's blotches and light do not.
 
     Returns:
         (factor the copy was shrunk by, paper, signed ink, ink levels,
@@ -159,11 +166,13 @@ def _find_ink(full, scale, working_size, record):
     grey = _suppress_noise(grey)
     record("denoised", grey)
     paper = _measure_paper(grey)
+    if hairline:
+        paper = paper._replace(background=_hairline_paper(grey, paper.dark_ink))
     signed = _signed_ink(grey, paper, paper.background)
     record("ink", np.clip(signed, 0, 255))
     levels = _ink_levels(signed, mapped=paper.background is not None)
     stretched = _stretch(signed, levels)
-    if paper.background is not None:
+    if paper.background is not None and not hairline:
         # The first map's disc is sized for the largest digit; a shadow's
         # edge narrower than it is taken for ink. The map is made again with
         # a disc a few of the ink's strokes wide, which keeps those edges.
