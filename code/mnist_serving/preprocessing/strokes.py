@@ -39,10 +39,15 @@ DETAIL_MARGIN = 0.1
 # A stroke's edge is at half the strongest ink within a square of
 # LOCAL_PEAK_FRACTION of the digit's size, and never below
 # MIN_STROKE_FRACTION of the digit's strongest ink (the PEAK_QUANTILE of its
-# ink pixels), nor within the paper's noise.
+# ink pixels), nor within the paper's noise. The strongest ink around is
+# taken on a copy smoothed by PEAK_SMOOTHING pixels (Gaussian sigma): the
+# strokes' level, not that of the brightest specks of chalk or noise, whose
+# half would cut holes into the strokes (chalk, 1,250 photos: -1.04 -> -0.32
+# points against MNIST).
 LOCAL_PEAK_FRACTION = 0.25
 MIN_STROKE_FRACTION = 0.25
 PEAK_QUANTILE = 0.98
+PEAK_SMOOTHING = 2.5
 # Holes in the cut strokes smaller than this fraction of the digit's image
 # are filled: chalk's grain leaves many; the smallest loops of MNIST's digits
 # are several times larger.
@@ -150,7 +155,8 @@ def _cut_strokes(detail):
     # A square window: OpenCV takes the maximum over it row by row and then
     # column by column, many times faster than over a disc.
     window = 2 * round(LOCAL_PEAK_FRACTION * max(detail.shape) / 2) + 1
-    local_peak = cv2.dilate(detail, np.ones((window, window), np.uint8))
+    smoothed = cv2.GaussianBlur(detail, (0, 0), PEAK_SMOOTHING)
+    local_peak = cv2.dilate(smoothed, np.ones((window, window), np.uint8))
     lowest = max(MIN_STROKE_FRACTION * peak, floor)
     threshold = np.maximum(local_peak * np.float32(0.5), np.float32(lowest))
     strokes = (detail >= threshold).view(np.uint8)
