@@ -43,10 +43,12 @@ import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_DIR / "code"))
+sys.path.insert(0, str(PROJECT_DIR / "bench"))
 
-# Found through the path above.
+# Found through the paths above.
 import make_test_images  # noqa: E402
-from make_test_images import draw_photo, ink_coverage, photograph, turned  # noqa: E402
+from make_test_images import draw_photo, photograph, spec_coverage, turned  # noqa: E402
+from recipe_timing import best_times  # noqa: E402
 
 from mnist_serving import cli, config, data, preprocessing, savedmodel  # noqa: E402
 
@@ -203,11 +205,6 @@ def photographed(coverage, spec, rng, jpeg=maybe_jpeg):
     return Drawing(jpeg(photograph(coverage, spec, rng), rng), drawn)
 
 
-def mnist_ink(digit, spec):
-    """The ink coverage of an MNIST digit as `spec` draws it (`draw_photo`'s)."""
-    return ink_coverage(digit, spec["digit_height"], spec["stroke"], spec["angle"])
-
-
 # The groups. Each draws one photo of one digit with its own random generator.
 
 
@@ -231,13 +228,13 @@ def draw_mixed(digit, rng):
         "noise": rng.uniform(0.0, 6.0),
         "grey": bool(rng.random() < 0.2),
     }
-    return photographed(mnist_ink(digit, spec), spec, rng)
+    return photographed(spec_coverage(digit, spec), spec, rng)
 
 
 def draw_size(digit, rng):
     """Digit height 5% to 80% of photos of 0.3 to 5 megapixels (log-uniform)."""
     spec, _ = mnist_photo_spec(rng, (640, 2592), (0.05, 0.8), log_height=True)
-    return photographed(mnist_ink(digit, spec), spec, rng)
+    return photographed(spec_coverage(digit, spec), spec, rng)
 
 
 def draw_pen(digit, rng):
@@ -255,21 +252,21 @@ def draw_blur(digit, rng):
     """Out of focus: Gaussian blur up to 3.5% of the digit's height."""
     spec, height = mnist_photo_spec(rng, (480, 1600), (0.3, 0.75))
     spec["blur"] = rng.uniform(0.005, 0.035) * height
-    return photographed(mnist_ink(digit, spec), spec, rng)
+    return photographed(spec_coverage(digit, spec), spec, rng)
 
 
 def draw_motion(digit, rng):
     """Camera shake: a straight motion blur up to 10% of the digit's height."""
     spec, height = mnist_photo_spec(rng, (480, 1600), (0.3, 0.75))
     spec["motion"] = rng.uniform(0.01, 0.1) * height
-    return photographed(mnist_ink(digit, spec), spec, rng)
+    return photographed(spec_coverage(digit, spec), spec, rng)
 
 
 def draw_jpeg(digit, rng):
     """JPEG at quality 30 to 95, small digits included."""
     spec, _ = mnist_photo_spec(rng, (320, 1600), (0.15, 0.75))
     return photographed(
-        mnist_ink(digit, spec),
+        spec_coverage(digit, spec),
         spec,
         rng,
         jpeg=lambda photo, rng: as_jpeg(photo, quality=rng.integers(30, 96)),
@@ -283,7 +280,7 @@ def draw_light(digit, rng):
     spec["light"] = (rng.uniform(0.2, 0.7), 1.0)
     if rng.random() < 0.6:
         spec["shadow"] = rng.uniform(0.3, 0.7)
-    return photographed(mnist_ink(digit, spec), spec, rng)
+    return photographed(spec_coverage(digit, spec), spec, rng)
 
 
 def draw_chalk(digit, rng):
@@ -300,7 +297,7 @@ def draw_chalk(digit, rng):
     else:
         spec["paper"] = tuple(np.full(3, rng.uniform(25, 55)))
     spec["ink"] = tuple(rng.uniform(200, 240) - rng.uniform(0, 25, size=3))
-    return photographed(mnist_ink(digit, spec), spec, rng)
+    return photographed(spec_coverage(digit, spec), spec, rng)
 
 
 def draw_font(glyph, rng):
@@ -494,37 +491,33 @@ def width_quartiles(images):
     return "{:.2f} {:.2f} {:.2f}".format(*np.percentile(widths, [25, 50, 75]))
 
 
-def one_megapixel_spec(rng):
-    """A `draw_photo` spec of the timed photos: 1155x866, colour, the digit
-    in the middle, 10% to 70% of the height."""
-    return paper_and_pen(rng) | {
-        "size": ONE_MEGAPIXEL,
-        "centre": (0.5, 0.5),
-        "digit_height": round(rng.uniform(0.1, 0.7) * ONE_MEGAPIXEL[1] * FRAME),
-        "stroke": rng.uniform(0.7, 1.3),
-        "grey": False,
-    }
+def one_megapixel_jpegs(digits, seed):
+    """JPEG bytes (quality 85) of a 1-megapixel photo of each digit: 1155x866,
+    colour, the digit in the middle, 10% to 70% of the height."""
+    rng = np.random.default_rng([seed, 1])
+    encoded = []
+    for digit in digits:
+        spec = paper_and_pen(rng) | {
+            "size": ONE_MEGAPIXEL,
+            "centre": (0.5, 0.5),
+            "digit_height": round(rng.uniform(0.1, 0.7) * ONE_MEGAPIXEL[1] * FRAME),
+            "stroke": rng.uniform(0.7, 1.3),
+            "grey": False,
+        }
+        photo = draw_photo(digit, spec, rng)
+        encoded.append(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
+    return encoded
 
 
 def time_one_megapixel(digits, seed):
     """Milliseconds per 1-megapixel JPEG photo of each digit: decoding it, and the recipe."""
-    rng = np.random.default_rng([seed, 1])
-    encoded = []
-    for digit in digits:
-        photo = draw_photo(digit, one_megapixel_spec(rng), rng)
-        encoded.append(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1].tobytes())
-    decoded = [preprocessing.decode_image(photo) for photo in encoded]
-    best_decoding = best_recipe = math.inf
-    for _ in range(3):  # The best of three runs: other jobs share the machine.
-        start = time.perf_counter()
-        for photo in encoded:
-            preprocessing.decode_image(photo)
-        best_decoding = min(best_decoding, time.perf_counter() - start)
-        start = time.perf_counter()
-        for photo in decoded:
-            preprocessing.to_mnist(photo)
-        best_recipe = min(best_recipe, time.perf_counter() - start)
-    return best_decoding / len(encoded) * 1e3, best_recipe / len(encoded) * 1e3
+    decoding, recipe = best_times(
+        one_megapixel_jpegs(digits, seed),
+        preprocessing.decode_image,
+        preprocessing.to_mnist,
+        rounds=3,  # The best of three: other jobs share the machine.
+    )
+    return decoding * 1e3, recipe * 1e3
 
 
 HEADER = (
@@ -569,9 +562,8 @@ def main(argv=None):
         sources, labels, originals = group_sources(name, count, test_images, test_labels, present)
         rng = group_rng(arguments.seed, name)
         inputs = group_inputs(group, sources, rng)
-        ours, blank = inputs.ours, inputs.blank
         photo_count, seconds = photo_count + len(sources), seconds + inputs.seconds
-        right = classify(ours) == labels
+        right = classify(inputs.ours) == labels
         drawn_right = classify(inputs.drawn) == labels
         naive_right = classify(inputs.naive) == labels
         camera = f"{100 * (right.mean() - drawn_right.mean()):+.2f}"
@@ -582,11 +574,12 @@ def main(argv=None):
             difference = f"{100 * (right.mean() - mnist_right.mean()):+.2f}"
             mnist_width = width_quartiles(originals)
             totals += [len(labels), mnist_right.sum(), drawn_right.sum(), right.sum()]
+        blank = inputs.blank
         what = group.description + (f" ({blank} found blank)" if blank else "")
         print(
             f"{name:<8}{len(sources):>7}{mnist_cell:>9}{drawn_right.mean():>9.2%}"
             f"{right.mean():>9.2%}{difference:>7}{camera:>8}{naive_right.mean():>8.1%}"
-            f"{width_quartiles(ours):>17}{mnist_width:>17}  {what}",
+            f"{width_quartiles(inputs.ours):>17}{mnist_width:>17}  {what}",
             flush=True,
         )
         if name == "fonts":

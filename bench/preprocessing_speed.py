@@ -21,38 +21,31 @@ import sys
 import tempfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+BENCH_DIR = PROJECT_DIR / "bench"
 sys.path.insert(0, str(PROJECT_DIR / "code"))
-sys.path.insert(0, str(PROJECT_DIR / "bench"))
+sys.path.insert(0, str(BENCH_DIR))
 
 # Found through the paths above.
 import photo_bench  # noqa: E402
 
 from mnist_serving import cli, data  # noqa: E402
 
-# Run in the child process: times decoding and the recipe of one checkout.
+# Run in the child process, beside the checkout's code: its recipe, timed by
+# recipe_timing (which imports nothing of the project), and decoding by
+# OpenCV, the same for every checkout.
 TIMER = """
-import json, math, sys, time
+import json, sys
 import cv2, numpy as np
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
 from mnist_serving import preprocessing
-archive = np.load(sys.argv[2])
-encoded = [archive[name].tobytes() for name in sorted(archive.files)]
-decoded = [cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_UNCHANGED) for photo in encoded]
-best_decoding = best_recipe = math.inf
-for _ in range(int(sys.argv[3])):
-    start = time.perf_counter()
-    for photo in encoded:
-        cv2.imdecode(np.frombuffer(photo, np.uint8), cv2.IMREAD_UNCHANGED)
-    best_decoding = min(best_decoding, time.perf_counter() - start)
-    start = time.perf_counter()
-    for image in decoded:
-        preprocessing.to_mnist(image)
-    best_recipe = min(best_recipe, time.perf_counter() - start)
-print(json.dumps([best_decoding / len(encoded), best_recipe / len(encoded)]))
+from recipe_timing import best_times
+archive = np.load(sys.argv[3])
+encoded = [archive[f"arr_{index}"] for index in range(len(archive.files))]
+decode = lambda photo: cv2.imdecode(photo, cv2.IMREAD_UNCHANGED)
+print(json.dumps(best_times(encoded, decode, preprocessing.to_mnist, int(sys.argv[4]))))
 """
 
 
@@ -76,21 +69,10 @@ def parse_arguments(argv=None):
     return arguments
 
 
-def draw_photos(count, seed):
-    """JPEG bytes of `count` 1-megapixel photos of MNIST test digits."""
-    (_, _), (test_images, _) = data.load_mnist()
-    rng = np.random.default_rng([seed, 1])
-    encoded = []
-    for digit in test_images[:count]:
-        photo = photo_bench.draw_photo(digit, photo_bench.one_megapixel_spec(rng), rng)
-        encoded.append(cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 85])[1])
-    return encoded
-
-
 def time_checkout(code, archive, rounds):
     """(seconds to decode, seconds of the recipe) per photo, best of `rounds`."""
     result = subprocess.run(
-        [sys.executable, "-c", TIMER, str(code), str(archive), str(rounds)],
+        [sys.executable, "-c", TIMER, str(code), str(BENCH_DIR), str(archive), str(rounds)],
         capture_output=True,
         text=True,
         check=False,
@@ -109,8 +91,9 @@ def main(argv=None):
     best = {name: [np.inf, np.inf] for name in checkouts}
     with tempfile.TemporaryDirectory() as folder:
         archive = Path(folder) / "photos.npz"
-        photos = draw_photos(arguments.photos, arguments.seed)
-        np.savez(archive, **{f"{index:05d}": photo for index, photo in enumerate(photos)})
+        (_, _), (test_images, _) = data.load_mnist()
+        jpegs = photo_bench.one_megapixel_jpegs(test_images[: arguments.photos], arguments.seed)
+        np.savez(archive, *(np.frombuffer(jpeg, np.uint8) for jpeg in jpegs))
         for _ in range(arguments.turns):
             for name, code in checkouts.items():
                 decoding, recipe = time_checkout(code, archive, arguments.rounds)

@@ -203,8 +203,13 @@ def paper_texture(size, rng, strength=0.02):
 
 def draw_photo(digit, spec, rng):
     """A BGR (or grey) uint8 photo of the MNIST `digit` as `spec` describes."""
-    coverage = ink_coverage(digit, spec["digit_height"], spec["stroke"], spec["angle"])
-    return photograph(coverage, spec, rng)
+    return photograph(spec_coverage(digit, spec), spec, rng)
+
+
+def spec_coverage(digit, spec):
+    """The ink of the MNIST `digit` on the page that `spec` describes (its
+    `digit_height`, `stroke` and `angle`), before the camera."""
+    return ink_coverage(digit, spec["digit_height"], spec["stroke"], spec["angle"])
 
 
 def photograph(coverage, spec, rng):

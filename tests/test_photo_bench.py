@@ -56,17 +56,22 @@ def test_every_group_draws_the_same_photos_for_the_same_seed(photo_bench, mnist)
         np.testing.assert_array_equal(first.drawn, second.drawn, err_msg=name)
 
 
-def test_drawn_digit_is_the_ink_before_the_camera(photo_bench, mnist):
-    # A blurred, noisy, unevenly lit JPEG photo; its `drawn` twin is the same
-    # ink on a blank page, in MNIST form.
+def test_drawn_digit_is_the_ink_before_the_camera(photo_bench, mnist, monkeypatch):
+    # A blurred, noisy, unevenly lit JPEG photo; its `drawn` twin is the ink
+    # handed to the camera, on a blank page, in MNIST form.
     (_, _), (test_images, _) = mnist
+    photographed_ink = []
+    camera = photo_bench.photograph
+
+    def photograph(coverage, spec, rng):
+        photographed_ink.append(coverage)
+        return camera(coverage, spec, rng)
+
+    monkeypatch.setattr(photo_bench, "photograph", photograph)
     drawing = photo_bench.draw_blur(test_images[0], photo_bench.group_rng(0, "blur"))
     assert drawing.photo.shape[0] > 100
     assert drawing.drawn.shape == (config.IMAGE_SIZE, config.IMAGE_SIZE)
-    spec_rng = photo_bench.group_rng(0, "blur")
-    # draw_blur draws its page first, as mnist_photo_spec does.
-    spec, _ = photo_bench.mnist_photo_spec(spec_rng, (480, 1600), (0.3, 0.75))
-    ink = photo_bench.mnist_ink(test_images[0], spec)
+    [ink] = photographed_ink
     expected = preprocessing.to_mnist(np.rint(ink * 255).astype(np.uint8))
     np.testing.assert_array_equal(drawing.drawn, expected)
 

@@ -210,8 +210,8 @@ def _ink_is_dark(grey):
     levels = cv2.convertScaleAbs(extended)
     # The median is taken at half the size, where it costs an eighth, and
     # enlarged: the paper's level varies slowly.
-    half = cv2.resize(levels, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
-    paper = cv2.medianBlur(half, 2 * (disc.shape[0] // 4) + 1)
+    half_size = cv2.resize(levels, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    paper = cv2.medianBlur(half_size, 2 * (disc.shape[0] // 4) + 1)
     paper = cv2.resize(paper, levels.shape[::-1], interpolation=cv2.INTER_LINEAR)
     inside = (slice(margin, -margin), slice(margin, -margin))
     ratio = np.log((levels[inside] + np.float32(1)) / (paper[inside] + np.float32(1)))
@@ -220,8 +220,8 @@ def _ink_is_dark(grey):
     # ink and the paper inside its loops stands out as strongly as the ink
     # does elsewhere, but over a much smaller area. (A sum of all the
     # contrast would weigh the paper's noise as much as a hairline.)
-    half = np.float32(POLARITY_TAIL) * max(-float(ratio.min()), float(ratio.max()))
-    return bool(np.maximum(-ratio - half, 0).sum() > np.maximum(ratio - half, 0).sum())
+    tail = np.float32(POLARITY_TAIL) * max(-float(ratio.min()), float(ratio.max()))
+    return bool(np.maximum(-ratio - tail, 0).sum() > np.maximum(ratio - tail, 0).sum())
 
 
 def _lighting_thumbnail(grey, factor=None, radius=None):

@@ -10,6 +10,10 @@ import numpy as np
 # shorter side (at least one pixel).
 BORDER_FRACTION = 0.03
 
+# The median absolute deviation of normally distributed values times this is
+# their standard deviation.
+_MAD_TO_SIGMA = 1.4826
+
 
 def _quantiles(values, fractions):
     """Values below which the given fractions of `values` lie (no interpolation).
@@ -36,7 +40,7 @@ def _spread(values):
     """Robust standard deviation: the median absolute deviation, scaled."""
     (middle,) = _quantiles(values, (0.5,))
     (deviation,) = _quantiles(np.abs(values - np.float32(middle)), (0.5,))
-    return 1.4826 * deviation
+    return _MAD_TO_SIGMA * deviation
 
 
 def _levels_at(image, fractions):
@@ -59,7 +63,7 @@ def _levels_at(image, fractions):
 def _border(image):
     """The pixels of a ring along the image's edges."""
     height, width = image.shape
-    ring = max(1, round(BORDER_FRACTION * min(height, width)))
+    ring = _ring_width(image)
     if 2 * ring >= min(height, width):
         return image.ravel()
     return np.concatenate(
@@ -72,14 +76,17 @@ def _border(image):
     )
 
 
+def _ring_width(image):
+    """The border ring's width in pixels: BORDER_FRACTION of the shorter side."""
+    return max(1, round(BORDER_FRACTION * min(image.shape)))
+
+
 def _border_pieces(image, parts=3, count=64):
     """The border ring's four sides, each cut into `parts` pieces along it:
     an array of one row per piece, at most `count` values evenly taken from
     the ring's middle line (enough for a median; one array, so that the
     pieces are measured at once)."""
-    height, width = image.shape
-    ring = max(1, round(BORDER_FRACTION * min(height, width)))
-    middle = ring // 2
+    middle = _ring_width(image) // 2
     lines = [image[middle], image[-1 - middle], image[:, middle], image[:, -1 - middle]]
     pieces = []
     for line in lines:
@@ -88,6 +95,8 @@ def _border_pieces(image, parts=3, count=64):
         length = line.size // parts
         stride = max(1, length // count)
         pieces.append(line[: length * parts].reshape(parts, length)[:, ::stride][:, :count])
+    # The sides differ in length: each piece keeps as many values as the
+    # shortest.
     shortest = min(piece.shape[1] for piece in pieces)
     return np.concatenate([piece[:, :shortest] for piece in pieces])
 
@@ -101,4 +110,4 @@ def _row_medians(rows):
 def _row_spreads(rows):
     """`_spread` of each row."""
     deviations = np.abs(rows - _row_medians(rows)[:, np.newaxis])
-    return 1.4826 * _row_medians(deviations)
+    return _MAD_TO_SIGMA * _row_medians(deviations)
