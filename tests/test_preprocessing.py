@@ -454,6 +454,21 @@ def test_uneven_lighting_is_flattened():
     assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
 
 
+@pytest.mark.parametrize("margin", [1, 30, 80])
+def test_lighting_margin_continues_the_brightness_gradient(margin):
+    # The lighting map's thumbnail is extended by a point reflection at each
+    # edge: a ramp goes on as a ramp, in the corners too, and where the
+    # margin is wider than the image (80 > 60 rows).
+    def brightness(rows, columns):  # Linear along each axis, not overall.
+        return (np.multiply.outer(rows, columns) + np.add.outer(rows, 2 * columns)).astype(
+            np.float32
+        )
+
+    extended = preprocessing.ink._point_reflected(brightness(np.arange(60), np.arange(90)), margin)
+    rows, columns = np.arange(-margin, 60 + margin), np.arange(-margin, 90 + margin)
+    np.testing.assert_array_equal(extended, brightness(rows, columns))
+
+
 def test_speck_far_from_the_digit_is_ignored():
     clean = draw_digit(8, size=(300, 300), scale=5, thickness=12)
     specked = clean.copy()

@@ -251,8 +251,21 @@ def _lighting_thumbnail(grey, factor=None, radius=None):
     diameter = 2 * radius + 1
     disc = cv2.getStructuringElement(shape, (diameter, diameter))
     margin = 2 * radius
-    extended = np.pad(thumbnail, margin, mode="reflect", reflect_type="odd")
-    return extended, disc, margin
+    return _point_reflected(thumbnail, margin), disc, margin
+
+
+def _point_reflected(image, margin):
+    """`image` extended by `margin` on each side, each side's margin a point
+    reflection about its edge (numpy's odd reflection, at a fraction of
+    `np.pad`'s cost, done by OpenCV's mirror one axis at a time)."""
+    if margin >= min(image.shape):  # Only numpy reflects more than once.
+        return np.pad(image, margin, mode="reflect", reflect_type="odd")
+    for top_bottom, left_right in (((margin,) * 2, (0, 0)), ((0, 0), (margin,) * 2)):
+        sides = (*top_bottom, *left_right)
+        mirrored = cv2.copyMakeBorder(image, *sides, cv2.BORDER_REFLECT_101)
+        edges = cv2.copyMakeBorder(image, *sides, cv2.BORDER_REPLICATE)
+        image = 2 * edges - mirrored
+    return image
 
 
 def _ink_levels(signed_ink, mapped=False):
@@ -319,13 +332,15 @@ def _remove_specks(ink):
         PreprocessingError: Nothing is left (cannot happen after
             `_ink_levels`, but a blank result must never pass).
     """
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(
-        (ink > 0).view(np.uint8), connectivity=8
-    )
+    found = (ink > 0).view(np.uint8)
+    # Counting the pieces costs a fraction of measuring them, and most
+    # photos hold one piece: the digit.
+    count = cv2.connectedComponents(found, connectivity=8)[0]
     if count <= 1:
         raise PreprocessingError("blank image: no ink found")
     if count == 2:
         return ink
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
     areas = stats[1:, cv2.CC_STAT_AREA]
     main = areas >= MAIN_PIECE_FRACTION * areas.max()
     left = stats[1:, cv2.CC_STAT_LEFT]
