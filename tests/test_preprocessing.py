@@ -304,6 +304,21 @@ def test_faint_hairline_in_a_large_photo_is_found_not_called_blank(mnist_stroke_
     assert low <= preprocessing.stroke_width(result) <= high
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_paper_noise_around_a_faint_hairline_stays_out_of_the_digit(seed):
+    # A slanted "1" a pixel wide, 40 grey levels below the paper: it is cut
+    # into strokes where the paper's noise is almost as strong, and no grain
+    # of that noise may come out as a dot beside it.
+    page = np.full((750, 1000), 200, dtype=np.float32)
+    cv2.line(page, (470, 640), (700, 105), 160, thickness=1, lineType=cv2.LINE_AA)
+    noise = np.random.default_rng(seed).normal(0, 4, page.shape)
+    photo = cv2.GaussianBlur(page, (0, 0), 0.7) + noise
+    result = preprocessing.to_mnist(np.clip(photo, 0, 255).astype(np.uint8))
+    assert_mnist_form(result)
+    pieces = cv2.connectedComponents((result > 0).astype(np.uint8))[0] - 1
+    assert pieces == 1
+
+
 def test_faint_hairline_on_blotchy_paper_under_uneven_light_is_found():
     # A pen line a pixel wide, a third as dark as the paper's blotches are
     # wide: averaged at the working size it sinks into them, and at full size

@@ -24,7 +24,8 @@ the figures all use:
    at DETAIL_SIZE across, from the full-resolution image when the working
    copy has fewer pixels across it: area-averaged down, or enlarged.
 6. `strokes`: for a larger digit, its strokes in black and white, cut where
-   each reaches half its own height, and widened or narrowed to MNIST's
+   each reaches half its own height (pieces that touch no ink found at the
+   working size are the paper's noise, and dropped), and widened or narrowed to MNIST's
    stroke width (`stroke_width`) when measured to be outside MNIST's range.
    A drawing or clean scan (noiseless paper, at full resolution) whose
    strokes are within that range keeps its ink as it is instead, cropped

@@ -115,16 +115,18 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
     else:
         box = (left, top, width, height)
         specks = cv2.subtract(stretched, ink)
-        cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks)
-        strokes = _cut_strokes(cropped)
+        cropped, found = _digit_detail(full, scale, factor, box, paper, signed, levels, ink, specks)
+        strokes = _cut_strokes(cropped, found)
         relative_width = _relative_width(strokes)
         full_size = max(width, height) * factor
         if relative_width < THIN_STROKE and full_size > DETAIL_SIZE:
             # A thin pen's line is fainter than its noise once averaged down
             # to DETAIL_SIZE: it is cut again where it is still whole.
             size = min(FINE_DETAIL_SIZE, full_size)
-            cropped = _digit_detail(full, scale, factor, box, paper, signed, levels, specks, size)
-            strokes = _cut_strokes(cropped)
+            cropped, found = _digit_detail(
+                full, scale, factor, box, paper, signed, levels, ink, specks, size
+            )
+            strokes = _cut_strokes(cropped, found)
             relative_width = _relative_width(strokes)
         paper_level, floor, _ = levels
         if factor == 1 and floor == paper_level and THIN_STROKE <= relative_width <= THICK_STROKE:

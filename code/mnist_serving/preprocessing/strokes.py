@@ -71,9 +71,9 @@ LOST_IN_NARROWING = 0.02
 STROKE_TOLERANCE = 0.25
 
 
-def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, size=None):
+def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, ink, specks, size=None):
     """The digit's ink at `size` (DETAIL_SIZE by default), from the largest
-    resolution it needs.
+    resolution it needs, and where the working size found its ink.
 
     The digit's region (`box` at working size, and a margin) is scaled so
     that the digit's longer side measures `size`: shrunk by area
@@ -95,6 +95,7 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
     rows = slice(max(0, top - margin), min(specks.shape[0], top + height + margin))
     columns = slice(max(0, left - margin), min(specks.shape[1], left + width + margin))
     removed = cv2.dilate((specks[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
+    found = cv2.dilate((ink[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
     # Measured from the paper's level, not its noise floor: averaging down
     # lowers the noise, and a faint line must not be cut off before.
     paper_level, _, gain = levels
@@ -117,8 +118,9 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, specks, s
         signed = _signed_ink(region, paper, background)
         detail = (signed - np.float32(paper_level)) * np.float32(gain)
     removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    found = cv2.resize(found, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
     # Not clipped at 0: the paper's noise is measured on it.
-    return np.where(removed > 0, 0, detail).astype(np.float32)
+    return np.where(removed > 0, 0, detail).astype(np.float32), found
 
 
 def _resized(image, ratio):
@@ -128,13 +130,16 @@ def _resized(image, ratio):
     return cv2.resize(image, size, interpolation=interpolation)
 
 
-def _cut_strokes(detail):
-    """The pen's strokes: where the ink reaches half its own height.
+def _cut_strokes(detail, found):
+    """The pen's strokes: where the ink reaches half its own height, in the
+    pieces that touch the ink `found` at working size (uint8, same grid).
 
     Each stroke's edge is where it reaches half of the strongest ink around
     it (a square of LOCAL_PEAK_FRACTION of the digit's size), so a faint
     stroke keeps its width beside a strong one, and blur moves no edge.
     MNIST's digits were made from black-and-white NIST scans in the same way.
+    Pieces away from the ink found at working size are the paper's noise,
+    which the finer size has more of than the line (a hairline's paper).
 
     Returns:
         uint8 0/255 strokes, cropped to them.
@@ -163,7 +168,20 @@ def _cut_strokes(detail):
     # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
     # pixel's neighbours are ink; a hairline one pixel wide stays.
     strokes = np.maximum(strokes, cv2.medianBlur(strokes, 3))
-    return _cropped(_without_small_holes(strokes))
+    return _cropped(_without_small_holes(_touching(strokes, found)))
+
+
+def _touching(strokes, found):
+    """0/1 strokes without the pieces that have no pixel in `found`."""
+    count, labels = cv2.connectedComponents(strokes, connectivity=8)
+    if count <= 2:
+        return strokes  # One piece or none: nothing to choose from.
+    touching = np.zeros(count, dtype=bool)
+    touching[labels[found > 0]] = True
+    touching[0] = False
+    if touching[1:].all() or not touching.any():
+        return strokes
+    return touching[labels].view(np.uint8)
 
 
 def _without_small_holes(strokes):
