@@ -298,10 +298,11 @@ def _ink_levels(signed_ink, mapped=False):
     (paper_level,) = _quantiles(paper, (0.5,))
     paper_noise = _spread(paper)
     ink_threshold = paper_level + max(INK_NOISE_SIGMAS * paper_noise, MIN_INK_CONTRAST)
-    ink_pixels = signed_ink[signed_ink > ink_threshold]
-    if ink_pixels.size < MIN_INK_PIXELS:
+    # Counted, not gathered: a gather of the ink pixels costs many times more.
+    ink_count = np.count_nonzero(signed_ink > ink_threshold)
+    if ink_count < MIN_INK_PIXELS:
         raise PreprocessingError("blank image: no ink found")
-    ink_fraction = ink_pixels.size / signed_ink.size
+    ink_fraction = ink_count / signed_ink.size
     if ink_fraction > MAX_INK_FRACTION:
         raise PreprocessingError(
             f"blank image: no ink found ({ink_fraction:.0%} of the image stands out)"
@@ -314,7 +315,9 @@ def _ink_levels(signed_ink, mapped=False):
         # be 0. The floor is at least the paper's PAPER_QUANTILE.
         (paper_top,) = _quantiles(paper, (PAPER_QUANTILE,))
         floor = max(floor, paper_top)
-    peak = min(float(ink_pixels.max()), 255.0)
+    # The strongest ink is the image's maximum: there is ink above the
+    # threshold.
+    peak = min(float(signed_ink.max()), 255.0)
     return paper_level, floor, 255.0 / (peak - floor)
 
 
@@ -322,7 +325,10 @@ def _stretch(signed_ink, levels):
     """uint8 ink from 0 (paper) to 255 (the strongest ink)."""
     _, floor, gain = levels
     stretched = (signed_ink - np.float32(floor)) * np.float32(gain)
-    return np.rint(np.clip(stretched, 0, 255)).astype(np.uint8)
+    # OpenCV rounds half to even and saturates at 255 as np.rint and a clip
+    # do, in a third less time; the absolute value it takes changes nothing
+    # once the negatives are 0.
+    return cv2.convertScaleAbs(np.maximum(stretched, np.float32(0)))
 
 
 def _remove_specks(ink):
