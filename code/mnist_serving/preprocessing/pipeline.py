@@ -181,9 +181,16 @@ def _find_ink(full, scale, working_size, record, hairline=False):
         bright = 255.0 - grey if paper.dark_ink else grey
         background = _stroke_sized_background(bright, stretched)
         if background is not None:
-            paper = paper._replace(background=background)
-            signed = _signed_ink(grey, paper, background)
+            finer_paper = paper._replace(background=background)
+            finer_signed = _signed_ink(grey, finer_paper, background)
+            try:
+                levels = _ink_levels(finer_signed, mapped=True)
+            except PreprocessingError:
+                # Where the finer map leaves part of a shadow standing, the
+                # paper's noise measured on the border can bury the ink: the
+                # first map's ink, found already, stands.
+                return factor, paper, signed, levels, stretched
+            paper, signed = finer_paper, finer_signed
             record("ink", np.clip(signed, 0, 255))
-            levels = _ink_levels(signed, mapped=True)
             stretched = _stretch(signed, levels)
     return factor, paper, signed, levels, stretched
