@@ -25,8 +25,9 @@ the figures all use:
    copy has fewer pixels across it: area-averaged down, or enlarged.
 6. `strokes`: for a larger digit, its strokes in black and white, cut where
    each reaches half its own height (pieces that touch no ink found at the
-   working size are the paper's noise, and dropped), and widened or narrowed to MNIST's
-   stroke width (`stroke_width`) when measured to be outside MNIST's range.
+   working size are the paper's noise, and dropped), and widened or narrowed
+   to MNIST's stroke width (`stroke_width`) when measured to be outside
+   MNIST's range.
    A drawing or clean scan (noiseless paper, at full resolution) whose
    strokes are within that range keeps its ink as it is instead, cropped
    where it is half-way up (as web/mnist.js crops a drawing).

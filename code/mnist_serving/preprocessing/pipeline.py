@@ -175,22 +175,32 @@ def _find_ink(full, scale, working_size, record, hairline=False):
     levels = _ink_levels(signed, mapped=paper.background is not None)
     stretched = _stretch(signed, levels)
     if paper.background is not None and not hairline:
-        # The first map's disc is sized for the largest digit; a shadow's
-        # edge narrower than it is taken for ink. The map is made again with
-        # a disc a few of the ink's strokes wide, which keeps those edges.
-        bright = 255.0 - grey if paper.dark_ink else grey
-        background = _stroke_sized_background(bright, stretched)
-        if background is not None:
-            finer_paper = paper._replace(background=background)
-            finer_signed = _signed_ink(grey, finer_paper, background)
-            try:
-                levels = _ink_levels(finer_signed, mapped=True)
-            except PreprocessingError:
-                # Where the finer map leaves part of a shadow standing, the
-                # paper's noise measured on the border can bury the ink: the
-                # first map's ink, found already, stands.
-                return factor, paper, signed, levels, stretched
-            paper, signed = finer_paper, finer_signed
-            record("ink", np.clip(signed, 0, 255))
-            stretched = _stretch(signed, levels)
+        paper, signed, levels, stretched = _with_stroke_sized_map(
+            grey, paper, signed, levels, stretched, record
+        )
     return factor, paper, signed, levels, stretched
+
+
+def _with_stroke_sized_map(grey, paper, signed, levels, stretched, record):
+    """(paper, signed ink, ink levels, stretched ink) against a second map of
+    the paper, its disc a few of the ink's strokes wide; those given, found
+    with the first map, where no second map is made or no ink stands out
+    against it.
+
+    The first map's disc is sized for the largest digit, and a shadow's edge
+    narrower than it is taken for ink; the second map keeps those edges. It
+    can leave part of a soft shadow standing along the border, whose spread
+    then passes for the paper's noise and buries the ink.
+    """
+    bright = 255.0 - grey if paper.dark_ink else grey
+    background = _stroke_sized_background(bright, stretched)
+    if background is None:
+        return paper, signed, levels, stretched
+    finer_paper = paper._replace(background=background)
+    finer_signed = _signed_ink(grey, finer_paper, background)
+    try:
+        finer_levels = _ink_levels(finer_signed, mapped=True)
+    except PreprocessingError:
+        return paper, signed, levels, stretched
+    record("ink", np.clip(finer_signed, 0, 255))
+    return finer_paper, finer_signed, finer_levels, _stretch(finer_signed, finer_levels)

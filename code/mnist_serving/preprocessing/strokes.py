@@ -86,16 +86,16 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, ink, spec
     the working size's threshold, such as a thin line averaged away, is kept.
 
     Returns:
-        float32 ink strength: about 0 on the paper (its noise either way),
-        about 255 on the strongest ink (more where the working size averaged
-        a thin line away).
+        (detail, found): the float32 ink strength, about 0 on the paper (its
+        noise either way) and about 255 on the strongest ink (more where the
+        working size averaged a thin line away); and, on the same grid, 1
+        where the working size's `ink` (uint8, specks removed) was or beside
+        it, else 0.
     """
     left, top, width, height = box
     margin = max(1, round(DETAIL_MARGIN * max(width, height)))
     rows = slice(max(0, top - margin), min(specks.shape[0], top + height + margin))
     columns = slice(max(0, left - margin), min(specks.shape[1], left + width + margin))
-    removed = cv2.dilate((specks[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
-    found = cv2.dilate((ink[rows, columns] > 0).view(np.uint8), _NEIGHBOURS)
     # Measured from the paper's level, not its noise floor: averaging down
     # lowers the noise, and a faint line must not be cut off before.
     paper_level, _, gain = levels
@@ -117,8 +117,15 @@ def _digit_detail(grey, scale, factor, box, paper, signed_ink, levels, ink, spec
             )
         signed = _signed_ink(region, paper, background)
         detail = (signed - np.float32(paper_level)) * np.float32(gain)
-    removed = cv2.resize(removed, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
-    found = cv2.resize(found, detail.shape[::-1], interpolation=cv2.INTER_NEAREST)
+    # Both masks are grown by a pixel at working size, then scaled.
+    removed, found = (
+        cv2.resize(
+            cv2.dilate((mask[rows, columns] > 0).view(np.uint8), _NEIGHBOURS),
+            detail.shape[::-1],
+            interpolation=cv2.INTER_NEAREST,
+        )
+        for mask in (specks, ink)
+    )
     # Not clipped at 0: the paper's noise is measured on it.
     return np.where(removed > 0, 0, detail).astype(np.float32), found
 
@@ -168,10 +175,10 @@ def _cut_strokes(detail, found):
     # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
     # pixel's neighbours are ink; a hairline one pixel wide stays.
     strokes = np.maximum(strokes, cv2.medianBlur(strokes, 3))
-    return _cropped(_without_small_holes(_touching(strokes, found)))
+    return _cropped(_without_small_holes(_pieces_touching(strokes, found)))
 
 
-def _touching(strokes, found):
+def _pieces_touching(strokes, found):
     """0/1 strokes without the pieces that have no pixel in `found`."""
     count, labels = cv2.connectedComponents(strokes, connectivity=8)
     if count <= 2:
