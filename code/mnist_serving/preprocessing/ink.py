@@ -156,9 +156,14 @@ def _measure_paper(grey):
         uneven = bool(np.ptp(pieces) > UNEVEN_LIGHTING * contrast)
     if not (uneven and min(grey.shape) >= LIGHTING_MIN_SIZE):
         return _Paper(dark_ink, 255.0 - paper if dark_ink else paper, None)
-    dark_ink = _ink_is_dark(grey)
+    # One thumbnail serves the polarity and the map: the map of dark ink is
+    # made on its negative.
+    thumbnail = _lighting_thumbnail(grey)
+    dark_ink = _ink_is_dark(thumbnail)
+    if dark_ink:
+        thumbnail = thumbnail._replace(extended=255.0 - thumbnail.extended)
     level = 255.0 - paper if dark_ink else paper
-    return _Paper(dark_ink, level, _estimate_background(255.0 - grey if dark_ink else grey))
+    return _Paper(dark_ink, level, _opened_map(thumbnail, grey.shape, LIGHTING_BLUR_SIGMA))
 
 
 def _signed_ink(grey, paper, background):
@@ -179,24 +184,25 @@ def _signed_ink(grey, paper, background):
     return (grey - background) * (np.float32(255.0 - paper.level) / paper_light)
 
 
-def _estimate_background(grey, factor=None, radius=None, blur_sigma=LIGHTING_BLUR_SIGMA):
-    """The paper's brightness map under uneven light, ink removed.
+def _opened_map(thumbnail, shape, blur_sigma):
+    """The paper's brightness map under uneven light, ink removed, at `shape`.
 
-    On a thumbnail (see `_lighting_thumbnail` for `factor` and `radius`), a
-    morphological opening with a disc wider than any stroke removes the
-    (bright) ink and keeps the slowly varying paper; a blur of `blur_sigma`
-    smooths the disc's corners away; the map is scaled back up.
+    On the `thumbnail` (`_lighting_thumbnail`), a morphological opening with
+    its disc, wider than any stroke, removes the (bright) ink and keeps the
+    slowly varying paper; a blur of `blur_sigma` (if any) smooths the disc's
+    corners away; the map is scaled back up.
     """
-    extended, disc, margin = _lighting_thumbnail(grey, factor, radius)
+    extended, disc, margin = thumbnail
     smooth = cv2.morphologyEx(extended, cv2.MORPH_OPEN, disc, borderType=cv2.BORDER_REPLICATE)
     if blur_sigma:
         smooth = cv2.GaussianBlur(smooth, (0, 0), blur_sigma, borderType=cv2.BORDER_REPLICATE)
     smooth = np.ascontiguousarray(smooth[margin:-margin, margin:-margin])
-    return cv2.resize(smooth, grey.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(smooth, shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
-def _ink_is_dark(grey):
-    """Whether the ink is darker than the paper, judged under uneven light.
+def _ink_is_dark(thumbnail):
+    """Whether the ink is darker than the paper, judged under uneven light on
+    the `thumbnail` (`_lighting_thumbnail`) of the image.
 
     The border's median can be the shadow's or the light's, so each pixel of
     the lighting thumbnail is compared with its own neighbourhood instead:
@@ -206,7 +212,7 @@ def _ink_is_dark(grey):
     light ink on a dark board reflects several times as much, while a
     shadow's edge only changes the light by a fraction.
     """
-    extended, disc, margin = _lighting_thumbnail(grey)
+    extended, disc, margin = thumbnail
     levels = cv2.convertScaleAbs(extended)
     # The median is taken at half the size, where it costs an eighth, and
     # enlarged: the paper's level varies slowly.
@@ -224,11 +230,19 @@ def _ink_is_dark(grey):
     return bool(np.maximum(-ratio - tail, 0).sum() > np.maximum(ratio - tail, 0).sum())
 
 
+class _Thumbnail(NamedTuple):
+    """A thumbnail for the lighting: see `_lighting_thumbnail`."""
+
+    extended: np.ndarray  # The thumbnail, extended by `margin` on each side.
+    disc: np.ndarray  # The structuring element of the opening.
+    margin: int
+
+
 def _lighting_thumbnail(grey, factor=None, radius=None):
     """A thumbnail for the lighting, shrunk by `factor` (by default to
     LIGHTING_THUMBNAIL_SIZE); the disc of `radius` on it (by default
     LIGHTING_KERNEL_FRACTION of it, wider than any stroke, and then a
-    square); and the margin it is extended by.
+    square); and the margin it is extended by (a `_Thumbnail`).
 
     The margin is a point reflection at the edges, which continues a
     brightness gradient: with a plain mirror or repeated edge, the opening
@@ -251,7 +265,7 @@ def _lighting_thumbnail(grey, factor=None, radius=None):
     diameter = 2 * radius + 1
     disc = cv2.getStructuringElement(shape, (diameter, diameter))
     margin = 2 * radius
-    return _point_reflected(thumbnail, margin), disc, margin
+    return _Thumbnail(_point_reflected(thumbnail, margin), disc, margin)
 
 
 def _point_reflected(image, margin):
@@ -369,7 +383,7 @@ def _remove_specks(ink):
 
 
 def _stroke_sized_background(bright, ink):
-    """The paper's map (`_estimate_background`) again, with a disc
+    """The paper's map (`_opened_map`) again, with a disc
     BACKGROUND_STROKES times as wide as the strokes of `ink` (the uint8 ink
     found with the first map); None when that disc is not much smaller than
     the image.
@@ -378,12 +392,12 @@ def _stroke_sized_background(bright, ink):
     BACKGROUND_DISC_PIXELS across, and not blurred: an opening keeps a
     shadow's edge where it is, a blur would move it into the ink.
     """
-    diameter = BACKGROUND_STROKES * max(_mean_distance_width(ink.astype(np.float32)), 1.0)
+    diameter = BACKGROUND_STROKES * max(_mean_distance_width(ink), 1.0)
     factor = max(1, int(diameter // BACKGROUND_DISC_PIXELS))
     radius = max(1, round(diameter / factor / 2))
     if 2 * radius + 1 >= max(bright.shape) // factor / 2:
         return None
-    return _estimate_background(bright, factor, radius, blur_sigma=0)
+    return _opened_map(_lighting_thumbnail(bright, factor, radius), bright.shape, blur_sigma=0)
 
 
 def _hairline_paper(grey, dark_ink):

@@ -149,6 +149,13 @@ def _ignore(name, value):
     """Stands in for `steps[name] = value` when no steps are asked for."""
 
 
+def _record_ink(record, signed):
+    """Records the signed ink, clipped to 0..255, when steps are asked for
+    (the clip of a whole working copy would cost as much as a step)."""
+    if record is not _ignore:
+        record("ink", np.clip(signed, 0, 255))
+
+
 def _find_ink(full, scale, working_size, record, hairline=False):
     """Steps 1 to 4 on a working copy of at most `working_size` pixels.
 
@@ -171,7 +178,7 @@ def _find_ink(full, scale, working_size, record, hairline=False):
     if hairline:
         paper = paper._replace(background=_hairline_paper(grey, paper.dark_ink))
     signed = _signed_ink(grey, paper, paper.background)
-    record("ink", np.clip(signed, 0, 255))
+    _record_ink(record, signed)
     levels = _ink_levels(signed, mapped=paper.background is not None)
     stretched = _stretch(signed, levels)
     if paper.background is not None and not hairline:
@@ -202,5 +209,5 @@ def _with_stroke_sized_map(grey, paper, signed, levels, stretched, record):
         finer_levels = _ink_levels(finer_signed, mapped=True)
     except PreprocessingError:
         return paper, signed, levels, stretched
-    record("ink", np.clip(finer_signed, 0, 255))
+    _record_ink(record, finer_signed)
     return finer_paper, finer_signed, finer_levels, _stretch(finer_signed, finer_levels)
