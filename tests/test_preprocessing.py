@@ -246,6 +246,23 @@ def test_thick_marker_zero_keeps_its_hole():
     assert result[SIZE // 2, SIZE // 2] == 0
 
 
+@pytest.mark.parametrize("thickness, blur", [(126, 8), (130, 6), (134, 8)])
+def test_a_loop_all_but_closed_by_a_marker_is_opened_again(thickness, blur):
+    # A "0" 360 pixels tall written with a marker so wide that, blurred, its
+    # loop is a slit of paper that the pen covers from 44% to 78%.
+    pen = np.zeros((600, 500), np.float32)
+    cv2.ellipse(pen, (250, 300), (70, 110), 0, 0, 360, 1.0, thickness, lineType=cv2.LINE_AA)
+    pen = cv2.GaussianBlur(pen, (0, 0), blur)
+    assert 0.4 < pen[300, 250] < 0.8
+    noise = np.random.default_rng(0).normal(0, 2, pen.shape)
+    photo = np.clip(235 - 200 * pen + noise, 0, 255).astype(np.uint8)
+    result = preprocessing.to_mnist(photo)
+    assert_mnist_form(result)
+    # Two pieces of paper: around the 0 and inside it.
+    paper = cv2.copyMakeBorder((result < 128).view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, 1)
+    assert cv2.connectedComponents(paper, connectivity=4)[0] - 1 == 2
+
+
 def test_thick_marker_strokes_are_narrowed_to_mnist_range(mnist_stroke_widths):
     image = np.full((300, 300), 255, dtype=np.uint8)
     cv2.ellipse(image, (150, 150), (80, 120), 0, 0, 360, 0, thickness=60)
@@ -426,6 +443,25 @@ def test_chalk_grain_leaves_no_holes_in_the_strokes():
     paper = cv2.copyMakeBorder(255 - steps["strokes"], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
     assert cv2.connectedComponents(paper, connectivity=4)[0] - 1 == 1
     assert ink_match(result, preprocessing.to_mnist(board)) >= 0.9
+
+
+def test_grain_of_chalk_in_strokes_to_be_narrowed_is_not_taken_for_paper():
+    generator = np.random.default_rng(4)
+    # A 4 in chalk as thick as a marker's, to be narrowed.
+    board = draw_digit(4, size=(300, 300), scale=7, thickness=60, paper=50, ink=230)
+    _, _, width, height = cv2.boundingRect((board > 140).view(np.uint8))
+    assert preprocessing.stroke_width(board) / max(width, height) > preprocessing.THICK_STROKE
+    clumps = cv2.GaussianBlur(generator.random(board.shape).astype(np.float32), (0, 0), 1.5)
+    missed = clumps < np.quantile(clumps, 0.3)
+    grainy = cv2.GaussianBlur(
+        np.where(missed & (board > 140), 60, board).astype(np.float32), (0, 0), 1.0
+    )
+    steps = {}
+    result = preprocessing.to_mnist(grainy.astype(np.uint8), steps)
+    assert_mnist_form(result)
+    # The paper around the 4 is the only piece of paper its strokes leave.
+    paper = cv2.copyMakeBorder(255 - steps["strokes"], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    assert cv2.connectedComponents(paper, connectivity=4)[0] - 1 == 1
 
 
 def test_faint_stroke_beside_a_strong_one_keeps_its_width():
