@@ -128,13 +128,20 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             )
             strokes = _cut_strokes(cropped, found)
             relative_width = _relative_width(strokes)
-        if relative_width > THICK_STROKE:
+        thick = relative_width > THICK_STROKE
+        if thick:
             # Strokes to be narrowed: cut again, the valleys between them
-            # (a marker's nearly closed loop) kept as paper.
+            # (a marker's nearly closed loop) kept as paper. They are
+            # narrowed as far as they still need, not taken as drawn.
             strokes = _cut_strokes(cropped, found, keep_valleys=True)
             relative_width = _relative_width(strokes)
         paper_level, floor, _ = levels
-        if factor == 1 and floor == paper_level and THIN_STROKE <= relative_width <= THICK_STROKE:
+        if (
+            not thick
+            and factor == 1
+            and floor == paper_level
+            and THIN_STROKE <= relative_width <= THICK_STROKE
+        ):
             # A drawing or a clean scan (noiseless paper, at full
             # resolution) whose strokes have MNIST's width is fitted from
             # its ink as it is, as the web page fits a drawing.

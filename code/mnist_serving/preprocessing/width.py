@@ -50,7 +50,11 @@ def stroke_width(digit: np.ndarray) -> float:
 
 
 def _mean_distance_width(digit):
-    """4 x (mean distance of the ink to the background - 1/2): see stroke_width."""
+    """4 x (mean distance of the ink to the background - 1/2): see stroke_width.
+
+    `digit` is white ink on black, uint8 or float32; its ink is what reaches
+    half its maximum.
+    """
     ink = (digit >= digit.max() / 2).view(np.uint8)
     # Cropped to the ink: the padding's ring of background is as near to
     # every ink pixel as the background beyond it, and a whole photo's
