@@ -427,41 +427,46 @@ def test_bold_zero_under_uneven_light_keeps_its_dark_ink():
     assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
 
 
-def test_chalk_grain_leaves_no_holes_in_the_strokes():
+def chalk_on_a_board(digit, thickness):
+    """A digit in chalk on a board, and the same without the chalk's grain:
+    clumps of a few pixels that the chalk missed, over 30% of the strokes."""
     generator = np.random.default_rng(4)
-    board = draw_digit(1, size=(300, 300), scale=7, thickness=40, paper=50, ink=230)
-    # Clumps of a few pixels that the chalk missed, over 30% of the strokes.
+    board = draw_digit(digit, size=(300, 300), scale=7, thickness=thickness, paper=50, ink=230)
     clumps = cv2.GaussianBlur(generator.random(board.shape).astype(np.float32), (0, 0), 1.5)
     missed = clumps < np.quantile(clumps, 0.3)
     grainy = cv2.GaussianBlur(
         np.where(missed & (board > 140), 60, board).astype(np.float32), (0, 0), 1.0
     )
+    return grainy.astype(np.uint8), board
+
+
+def pieces_of_paper(strokes):
+    """The pieces of paper that uint8 0/255 strokes leave, the one around
+    them included."""
+    paper = cv2.copyMakeBorder(255 - strokes, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    return cv2.connectedComponents(paper, connectivity=4)[0] - 1
+
+
+def test_chalk_grain_leaves_no_holes_in_the_strokes():
+    grainy, board = chalk_on_a_board(1, thickness=40)
     steps = {}
-    result = preprocessing.to_mnist(grainy.astype(np.uint8), steps)
+    result = preprocessing.to_mnist(grainy, steps)
     assert_mnist_form(result)
     # The paper around the 1 is the only piece of paper its strokes leave.
-    paper = cv2.copyMakeBorder(255 - steps["strokes"], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
-    assert cv2.connectedComponents(paper, connectivity=4)[0] - 1 == 1
+    assert pieces_of_paper(steps["strokes"]) == 1
     assert ink_match(result, preprocessing.to_mnist(board)) >= 0.9
 
 
 def test_grain_of_chalk_in_strokes_to_be_narrowed_is_not_taken_for_paper():
-    generator = np.random.default_rng(4)
     # A 4 in chalk as thick as a marker's, to be narrowed.
-    board = draw_digit(4, size=(300, 300), scale=7, thickness=60, paper=50, ink=230)
+    grainy, board = chalk_on_a_board(4, thickness=60)
     _, _, width, height = cv2.boundingRect((board > 140).view(np.uint8))
     assert preprocessing.stroke_width(board) / max(width, height) > preprocessing.THICK_STROKE
-    clumps = cv2.GaussianBlur(generator.random(board.shape).astype(np.float32), (0, 0), 1.5)
-    missed = clumps < np.quantile(clumps, 0.3)
-    grainy = cv2.GaussianBlur(
-        np.where(missed & (board > 140), 60, board).astype(np.float32), (0, 0), 1.0
-    )
     steps = {}
-    result = preprocessing.to_mnist(grainy.astype(np.uint8), steps)
+    result = preprocessing.to_mnist(grainy, steps)
     assert_mnist_form(result)
     # The paper around the 4 is the only piece of paper its strokes leave.
-    paper = cv2.copyMakeBorder(255 - steps["strokes"], 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
-    assert cv2.connectedComponents(paper, connectivity=4)[0] - 1 == 1
+    assert pieces_of_paper(steps["strokes"]) == 1
 
 
 def test_faint_stroke_beside_a_strong_one_keeps_its_width():

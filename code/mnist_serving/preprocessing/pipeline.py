@@ -30,6 +30,7 @@ from mnist_serving.preprocessing.strokes import (
     _digit_detail,
     _relative_width,
     _with_mnist_stroke_width,
+    _with_valleys_open,
 )
 
 # Larger photos are shrunk by a whole factor so that their longer side has
@@ -116,8 +117,8 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
         box = (left, top, width, height)
         specks = cv2.subtract(stretched, ink)
         cropped, found = _digit_detail(full, scale, factor, box, paper, signed, levels, ink, specks)
-        strokes = _cut_strokes(cropped, found)
-        relative_width = _relative_width(strokes)
+        cut = _cut_strokes(cropped, found)
+        relative_width = _relative_width(cut.strokes)
         full_size = max(width, height) * factor
         if relative_width < THIN_STROKE and full_size > DETAIL_SIZE:
             # A thin pen's line is fainter than its noise once averaged down
@@ -126,27 +127,23 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             cropped, found = _digit_detail(
                 full, scale, factor, box, paper, signed, levels, ink, specks, size
             )
-            strokes = _cut_strokes(cropped, found)
-            relative_width = _relative_width(strokes)
-        thick = relative_width > THICK_STROKE
-        if thick:
-            # Strokes to be narrowed: cut again, the valleys between them
-            # (a marker's nearly closed loop) kept as paper. They are
-            # narrowed as far as they still need, not taken as drawn.
-            strokes = _cut_strokes(cropped, found, keep_valleys=True)
-            relative_width = _relative_width(strokes)
+            cut = _cut_strokes(cropped, found)
+            relative_width = _relative_width(cut.strokes)
         paper_level, floor, _ = levels
-        if (
-            not thick
-            and factor == 1
-            and floor == paper_level
-            and THIN_STROKE <= relative_width <= THICK_STROKE
-        ):
+        strokes = cut.strokes
+        if factor == 1 and floor == paper_level and THIN_STROKE <= relative_width <= THICK_STROKE:
             # A drawing or a clean scan (noiseless paper, at full
             # resolution) whose strokes have MNIST's width is fitted from
             # its ink as it is, as the web page fits a drawing.
             strokes = _half_way_crop(ink)
         else:
+            if relative_width > THICK_STROKE:
+                # Strokes to be narrowed: the valleys between them (a
+                # marker's nearly closed loop) are left as paper, for
+                # narrowing to open.
+                opened = _with_valleys_open(cropped, found, cut)
+                if opened is not None:
+                    strokes, relative_width = opened, _relative_width(opened)
             strokes = _with_mnist_stroke_width(strokes, relative_width)
     record("cropped", cropped)
     record("strokes", strokes)

@@ -3,6 +3,7 @@ again at a finer size, cut into black and white strokes, and its stroke width
 brought within MNIST's range."""
 
 import math
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -149,7 +150,7 @@ def _resized(image, ratio):
     return cv2.resize(image, size, interpolation=interpolation)
 
 
-def _cut_strokes(detail, found, keep_valleys=False):
+def _cut_strokes(detail, found):
     """The pen's strokes: where the ink reaches half its own height, in the
     pieces that touch the ink `found` at working size (uint8, same grid).
 
@@ -159,11 +160,10 @@ def _cut_strokes(detail, found, keep_valleys=False):
     MNIST's digits were made from black-and-white NIST scans in the same way.
     Pieces away from the ink found at working size are the paper's noise,
     which the finer size has more of than the line (a hairline's paper).
-    With `keep_valleys`, the valleys between strokes that the cut joins are
-    left out of them (`_valleys`), for strokes about to be narrowed.
 
     Returns:
-        uint8 0/255 strokes, cropped to them.
+        A `_Cut`: the uint8 0/255 strokes, cropped to them, and what
+        `_with_valleys_open` needs to open the valleys of the same cut.
     """
     # The paper's level and noise, measured again at this size on the pieces
     # of the border ring (paper: the digit's box had a margin): nothing
@@ -189,28 +189,43 @@ def _cut_strokes(detail, found, keep_valleys=False):
     # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
     # pixel's neighbours are ink; a hairline one pixel wide stays.
     strokes = np.maximum(strokes, cv2.medianBlur(strokes, 3))
-    valleys = _valleys(detail, strokes, peak) if keep_valleys else None
-    if valleys is not None:
-        strokes = np.where(valleys, np.uint8(0), strokes)
-    return _cropped(_without_small_holes(_pieces_touching(strokes, found), valleys))
+    return _Cut(_finished(strokes, found), strokes, peak)
 
 
-def _valleys(detail, strokes, peak):
-    """Where the ink dips between two strokes that the cut at half height
-    joined: pixels inside the `strokes` (0/1) VALLEY_DEPTH of the `peak`
-    below what a closing with a disc VALLEY_WIDTH pixels across makes of
-    the `detail`. None when the ink is grainy (chalk), whose every grain
-    would pass for a valley.
+class _Cut(NamedTuple):
+    """The strokes `_cut_strokes` cut, and how they were cut."""
+
+    strokes: np.ndarray  # uint8 0/255, cropped to them.
+    joined: np.ndarray  # 0/1 on the detail's grid, before pieces and holes.
+    peak: float  # The digit's strongest ink.
+
+
+def _finished(joined, found, valleys=None):
+    """The cut strokes (0/1) without pieces away from the ink `found` and
+    with their small holes filled (but those holding `valleys`), cropped."""
+    return _cropped(_without_small_holes(_pieces_touching(joined, found), valleys))
+
+
+def _with_valleys_open(detail, found, cut):
+    """The strokes of `cut` (of `detail`, `found`) with the valleys between
+    them left out: pixels inside the joined strokes VALLEY_DEPTH of the
+    peak below what a closing with a disc VALLEY_WIDTH pixels across makes
+    of the `detail`. None when there is none, or the ink is grainy (chalk),
+    whose every grain would pass for a valley.
     """
-    inside = cv2.erode(strokes, np.ones((3, 3), np.uint8)) > 0
+    inside = cv2.erode(cut.joined, np.ones((3, 3), np.uint8)) > 0
     # The grain: the median distance of the ink inside the strokes to its
     # 3x3 median, over the peak. Pen and print measure below 0.01, chalk
     # mostly several times more.
     grain = np.abs(detail - cv2.medianBlur(detail, 3))[inside]
-    if grain.size == 0 or _quantiles(_subsample(grain), (0.5,))[0] > GRAINY_INK * peak:
+    if grain.size == 0 or _quantiles(_subsample(grain), (0.5,))[0] > GRAINY_INK * cut.peak:
         return None
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (VALLEY_WIDTH, VALLEY_WIDTH))
-    return inside & (cv2.morphologyEx(detail, cv2.MORPH_BLACKHAT, disc) > VALLEY_DEPTH * peak)
+    dips = cv2.morphologyEx(detail, cv2.MORPH_BLACKHAT, disc) > VALLEY_DEPTH * cut.peak
+    valleys = inside & dips
+    if not valleys.any():
+        return None
+    return _finished(np.where(valleys, np.uint8(0), cut.joined), found, valleys)
 
 
 def _pieces_touching(strokes, found):
