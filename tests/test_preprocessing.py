@@ -520,7 +520,9 @@ def test_lighting_margin_continues_the_brightness_gradient(margin):
             np.float32
         )
 
-    extended = preprocessing.ink._point_reflected(brightness(np.arange(60), np.arange(90)), margin)
+    extended = preprocessing.paper._point_reflected(
+        brightness(np.arange(60), np.arange(90)), margin
+    )
     rows, columns = np.arange(-margin, 60 + margin), np.arange(-margin, 90 + margin)
     np.testing.assert_array_equal(extended, brightness(rows, columns))
 

@@ -36,7 +36,8 @@ the figures all use:
 8. `mnist`: the 28x28 result, centred by its centre of mass.
 
 The modules, by job: `reading` (files and encoded images, within limits),
-`grey` (step 1), `ink` (steps 2 to 4), `measures` (robust grey-level
+`grey` (step 1), `ink` (steps 2 to 4), `paper` (the paper's level, the ink's
+polarity and the lighting map of step 3), `measures` (robust grey-level
 statistics they share), `strokes` (steps 5 and 6), `width` (stroke width
 measured), `fitting` (steps 7 and 8, and the centre convention), `pipeline`
 (`to_mnist` and `preprocess_file`), `errors`. This package re-exports their
@@ -47,16 +48,9 @@ from mnist_serving.preprocessing.errors import ImageTooLargeError, Preprocessing
 from mnist_serving.preprocessing.fitting import CENTRE
 from mnist_serving.preprocessing.grey import level_scale
 from mnist_serving.preprocessing.ink import (
-    BACKGROUND_DISC_PIXELS,
-    BACKGROUND_STROKES,
-    HAIRLINE_WINDOW,
     IMPULSE_FRACTION,
     IMPULSE_MARGIN,
     INK_NOISE_SIGMAS,
-    LIGHTING_BLUR_SIGMA,
-    LIGHTING_KERNEL_FRACTION,
-    LIGHTING_MIN_SIZE,
-    LIGHTING_THUMBNAIL_SIZE,
     MAIN_PIECE_FRACTION,
     MAX_INK_FRACTION,
     MIN_INK_CONTRAST,
@@ -66,11 +60,20 @@ from mnist_serving.preprocessing.ink import (
     NOISE_LEVEL,
     PAPER_NOISE_SIGMAS,
     PAPER_QUANTILE,
+)
+from mnist_serving.preprocessing.measures import BORDER_FRACTION
+from mnist_serving.preprocessing.paper import (
+    BACKGROUND_DISC_PIXELS,
+    BACKGROUND_STROKES,
+    HAIRLINE_WINDOW,
+    LIGHTING_BLUR_SIGMA,
+    LIGHTING_KERNEL_FRACTION,
+    LIGHTING_MIN_SIZE,
+    LIGHTING_THUMBNAIL_SIZE,
     POLARITY_TAIL,
     TAIL_FRACTION,
     UNEVEN_LIGHTING,
 )
-from mnist_serving.preprocessing.measures import BORDER_FRACTION
 from mnist_serving.preprocessing.pipeline import (
     FINE_WORKING_SIZE,
     WORKING_SIZE,

@@ -11,14 +11,16 @@ from mnist_serving.preprocessing.errors import PreprocessingError
 from mnist_serving.preprocessing.fitting import _centre_by_mass, _fit_to_box, _half_way_crop
 from mnist_serving.preprocessing.grey import _to_grey, _working_copy
 from mnist_serving.preprocessing.ink import (
-    _hairline_paper,
     _ink_levels,
-    _measure_paper,
     _remove_specks,
     _signed_ink,
     _stretch,
-    _stroke_sized_background,
     _suppress_noise,
+)
+from mnist_serving.preprocessing.paper import (
+    _hairline_paper,
+    _measure_paper,
+    _stroke_sized_background,
 )
 from mnist_serving.preprocessing.reading import read_image
 from mnist_serving.preprocessing.strokes import (
