@@ -61,7 +61,7 @@ from mnist_serving.preprocessing.ink import (
     PAPER_NOISE_SIGMAS,
     PAPER_QUANTILE,
 )
-from mnist_serving.preprocessing.measures import BORDER_FRACTION
+from mnist_serving.preprocessing.measures import BORDER_FRACTION, TAIL_FRACTION
 from mnist_serving.preprocessing.paper import (
     BACKGROUND_DISC_PIXELS,
     BACKGROUND_STROKES,
@@ -71,7 +71,6 @@ from mnist_serving.preprocessing.paper import (
     LIGHTING_MIN_SIZE,
     LIGHTING_THUMBNAIL_SIZE,
     POLARITY_TAIL,
-    TAIL_FRACTION,
     UNEVEN_LIGHTING,
 )
 from mnist_serving.preprocessing.pipeline import (

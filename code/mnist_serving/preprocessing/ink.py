@@ -7,13 +7,13 @@ import numpy as np
 
 from mnist_serving.preprocessing.errors import PreprocessingError
 from mnist_serving.preprocessing.measures import (
+    TAIL_FRACTION,
     _border,
     _levels_at,
     _quantiles,
     _spread,
     _subsample,
 )
-from mnist_serving.preprocessing.paper import TAIL_FRACTION
 
 # A pixel this many grey levels above its brightest or below its darkest
 # neighbour is an impulse (salt or pepper). MNIST digits have at most three

@@ -10,6 +10,11 @@ import numpy as np
 # shorter side (at least one pixel).
 BORDER_FRACTION = 0.03
 
+# The darkest and lightest 0.02% of the pixels stand for the ink: whichever is
+# farther from the paper's colour is the ink's side (`paper`), and the
+# strongest 0.02% of the signed ink give its level (`ink`).
+TAIL_FRACTION = 0.0002
+
 # The median absolute deviation of normally distributed values times this is
 # their standard deviation.
 _MAD_TO_SIGMA = 1.4826

@@ -10,6 +10,7 @@ import numpy as np
 
 from mnist_serving import config
 from mnist_serving.preprocessing.measures import (
+    TAIL_FRACTION,
     _border,
     _border_pieces,
     _levels_at,
@@ -18,10 +19,6 @@ from mnist_serving.preprocessing.measures import (
     _subsample,
 )
 from mnist_serving.preprocessing.width import _mean_distance_width
-
-# The darkest and lightest 0.02% of the pixels stand for the ink: whichever is
-# farther from the paper's colour is the ink's side.
-TAIL_FRACTION = 0.0002
 
 # The lighting counts as uneven when the middle half of the border ring's
 # grey levels (the interquartile range, which ink touching the border does

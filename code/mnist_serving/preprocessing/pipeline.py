@@ -32,7 +32,6 @@ from mnist_serving.preprocessing.strokes import (
     _digit_detail,
     _relative_width,
     _with_mnist_stroke_width,
-    _with_valleys_open,
 )
 
 # Larger photos are shrunk by a whole factor so that their longer side has
@@ -132,21 +131,13 @@ def to_mnist(image: np.ndarray, steps: dict | None = None) -> np.ndarray:
             cut = _cut_strokes(cropped, found)
             relative_width = _relative_width(cut.strokes)
         paper_level, floor, _ = levels
-        strokes = cut.strokes
         if factor == 1 and floor == paper_level and THIN_STROKE <= relative_width <= THICK_STROKE:
             # A drawing or a clean scan (noiseless paper, at full
             # resolution) whose strokes have MNIST's width is fitted from
             # its ink as it is, as the web page fits a drawing.
             strokes = _half_way_crop(ink)
         else:
-            if relative_width > THICK_STROKE:
-                # Strokes to be narrowed: the valleys between them (a
-                # marker's nearly closed loop) are left as paper, for
-                # narrowing to open.
-                opened = _with_valleys_open(cropped, found, cut)
-                if opened is not None:
-                    strokes, relative_width = opened, _relative_width(opened)
-            strokes = _with_mnist_stroke_width(strokes, relative_width)
+            strokes = _with_mnist_stroke_width(cropped, found, cut, relative_width)
     record("cropped", cropped)
     record("strokes", strokes)
     fitted = _fit_to_box(strokes)

@@ -265,9 +265,20 @@ def _relative_width(strokes):
     return stroke_width(strokes) / max(strokes.shape)
 
 
-def _with_mnist_stroke_width(strokes, width):
-    """Strokes widened or narrowed to MNIST's width when their `width`
-    (`_relative_width`) is outside MNIST's range, THIN_STROKE..THICK_STROKE."""
+def _with_mnist_stroke_width(detail, found, cut, width):
+    """The strokes of `cut` (of `detail`, `found`) widened or narrowed to
+    MNIST's width when their `width` (`_relative_width`) is outside MNIST's
+    range, THIN_STROKE..THICK_STROKE.
+
+    Strokes to be narrowed first have the valleys between them left as paper
+    (`_with_valleys_open`), so that narrowing opens a loop that a marker all
+    but closed.
+    """
+    strokes = cut.strokes
+    if width > THICK_STROKE:
+        opened = _with_valleys_open(detail, found, cut)
+        if opened is not None:
+            strokes, width = opened, _relative_width(opened)
     if width < THIN_STROKE:
         return _with_stroke_width(strokes, THIN_STROKE_TARGET)[0]
     if width > THICK_STROKE:
