@@ -108,6 +108,37 @@ def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_bench, m
     assert len(holes) == 1
 
 
+# The `light` group's photo 1065 at seed 0 with `--images 1250`: the
+# generator's state just before it is drawn, and its MNIST test digit (a 7).
+LIGHT_PHOTO_1065_STATE = {
+    "bit_generator": "PCG64",
+    "state": {
+        "state": 205686089249179541157265726689500066824,
+        "inc": 335978279881735879182729546145833407773,
+    },
+    "has_uint32": 0,
+    "uinteger": 0,
+}
+LIGHT_PHOTO_1065_DIGIT = 8565
+
+
+def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digit(
+    photo_bench, mnist
+):
+    # A 7 beside a shadow's edge: the first map of the paper leaves a faint
+    # line of the edge along the border, which the second map removes. Were
+    # it kept, the digit's box would take it in and the 7 would shrink to a
+    # corner of the result.
+    (_, _), (test_images, test_labels) = mnist
+    assert test_labels[LIGHT_PHOTO_1065_DIGIT] == 7
+    rng = np.random.default_rng()
+    rng.bit_generator.state = LIGHT_PHOTO_1065_STATE
+    drawing = photo_bench.draw_light(test_images[LIGHT_PHOTO_1065_DIGIT], rng)
+    result = preprocessing.to_mnist(drawing.photo)
+    ink, drawn = result >= 128, drawing.drawn >= 128
+    assert np.count_nonzero(ink & drawn) / np.count_nonzero(ink | drawn) >= 0.9
+
+
 def test_bench_runs_every_group_and_reports_each(export_base):
     result = run_bench("--images", 3, "--timed-photos", 2, "--model-base", export_base)
     assert result.returncode == 0, result.stderr[-3000:]

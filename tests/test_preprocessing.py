@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mnist_serving import config, data, figures, preprocessing
-from mnist_serving.preprocessing import PreprocessingError
+from mnist_serving.preprocessing import PreprocessingError, pipeline
 
 SIZE = config.IMAGE_SIZE
 BOX = config.DIGIT_BOX_SIZE
@@ -411,6 +411,21 @@ def test_lit_edge_of_a_shaded_page_is_not_taken_for_ink():
     result = preprocessing.to_mnist((even * light).astype(np.uint8))
     assert_mnist_form(result)
     assert ink_match(result, preprocessing.to_mnist(even)) >= 0.9
+
+
+def test_second_lighting_map_is_made_only_where_the_first_may_have_left_a_shadow():
+    # One piece of ink inside the image: nothing of a shadow's edge is left,
+    # and the second map is skipped. A second piece, or ink on the image's
+    # edge, may be a shadow's remains.
+    lone = np.zeros((120, 160), dtype=np.uint8)
+    cv2.circle(lone, (80, 60), 30, 255, thickness=8)
+    assert pipeline._lone_inner_piece(lone)
+    crumb = lone.copy()
+    crumb[100, 20] = 40
+    assert not pipeline._lone_inner_piece(crumb)
+    edge = lone.copy()
+    edge[:, -1] = 30
+    assert not pipeline._lone_inner_piece(edge)
 
 
 def test_bold_zero_under_uneven_light_keeps_its_dark_ink():
