@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from mnist_serving import config, data, export, model
@@ -94,3 +95,9 @@ def smoke_training(tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, result
+
+
+def ink_iou(first, second):
+    """Intersection over union of the pixels at half intensity or more."""
+    first, second = first >= 128, second >= 128
+    return np.count_nonzero(first & second) / np.count_nonzero(first | second)

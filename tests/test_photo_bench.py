@@ -7,6 +7,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from conftest import ink_iou
 
 from mnist_serving import config, preprocessing
 
@@ -76,18 +77,24 @@ def test_drawn_digit_is_the_ink_before_the_camera(photo_bench, mnist, monkeypatc
     np.testing.assert_array_equal(drawing.drawn, expected)
 
 
-# The `light` group's photo 577 with `--images 1250`: the generator's state
-# just before it is drawn, and its MNIST test digit (a bold 0).
-LIGHT_PHOTO_577_STATE = {
-    "bit_generator": "PCG64",
-    "state": {
-        "state": 128679438283417657617059481815028727889,
-        "inc": 335978279881735879182729546145833407773,
-    },
-    "has_uint32": 0,
-    "uinteger": 0,
-}
-LIGHT_PHOTO_577_DIGIT = 8077
+# Photos of the `light` group at seed 0 with `--images 1250`, pinned by the state of
+# the group's generator (PCG64) just before each is drawn, and their MNIST
+# test digits.
+LIGHT_GROUP_INCREMENT = 335978279881735879182729546145833407773
+LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT = 128679438283417657617059481815028727889, 8077
+LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT = 205686089249179541157265726689500066824, 8565
+
+
+def pinned_light_photo(photo_bench, test_images, state, digit):
+    """The `Drawing` of the `light` group whose generator was in `state`."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": state, "inc": LIGHT_GROUP_INCREMENT},
+        "has_uint32": 0,
+        "uinteger": 0,
+    }
+    return photo_bench.draw_light(test_images[digit], rng)
 
 
 def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_bench, mnist):
@@ -97,29 +104,15 @@ def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_bench, m
     # a search for a hairline that finds only the 0's edges.
     (_, _), (test_images, test_labels) = mnist
     assert test_labels[LIGHT_PHOTO_577_DIGIT] == 0
-    rng = np.random.default_rng()
-    rng.bit_generator.state = LIGHT_PHOTO_577_STATE
-    drawing = photo_bench.draw_light(test_images[LIGHT_PHOTO_577_DIGIT], rng)
+    drawing = pinned_light_photo(
+        photo_bench, test_images, LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT
+    )
     result = preprocessing.to_mnist(drawing.photo)
     # The 0 keeps its hole (found at the finer size, its edges had none).
     ink = (result >= 128).astype(np.uint8)
     _, hierarchy = cv2.findContours(ink, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     holes = [entry for entry in hierarchy[0] if entry[3] >= 0]
     assert len(holes) == 1
-
-
-# The `light` group's photo 1065 at seed 0 with `--images 1250`: the
-# generator's state just before it is drawn, and its MNIST test digit (a 7).
-LIGHT_PHOTO_1065_STATE = {
-    "bit_generator": "PCG64",
-    "state": {
-        "state": 205686089249179541157265726689500066824,
-        "inc": 335978279881735879182729546145833407773,
-    },
-    "has_uint32": 0,
-    "uinteger": 0,
-}
-LIGHT_PHOTO_1065_DIGIT = 8565
 
 
 def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digit(
@@ -131,12 +124,11 @@ def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digi
     # corner of the result.
     (_, _), (test_images, test_labels) = mnist
     assert test_labels[LIGHT_PHOTO_1065_DIGIT] == 7
-    rng = np.random.default_rng()
-    rng.bit_generator.state = LIGHT_PHOTO_1065_STATE
-    drawing = photo_bench.draw_light(test_images[LIGHT_PHOTO_1065_DIGIT], rng)
+    drawing = pinned_light_photo(
+        photo_bench, test_images, LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT
+    )
     result = preprocessing.to_mnist(drawing.photo)
-    ink, drawn = result >= 128, drawing.drawn >= 128
-    assert np.count_nonzero(ink & drawn) / np.count_nonzero(ink | drawn) >= 0.9
+    assert ink_iou(result, drawing.drawn) >= 0.9
 
 
 def test_bench_runs_every_group_and_reports_each(export_base):

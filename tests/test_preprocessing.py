@@ -6,6 +6,7 @@ import cv2
 import make_test_images
 import numpy as np
 import pytest
+from conftest import ink_iou
 
 from mnist_serving import config, data, figures, preprocessing
 from mnist_serving.preprocessing import PreprocessingError, pipeline
@@ -42,12 +43,6 @@ def centre_of_mass(image):
     """(x, y) of the intensity-weighted centre of mass, OpenCV coordinates."""
     moments = cv2.moments(image)
     return moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-
-
-def ink_iou(first, second):
-    """Intersection over union of the pixels at half intensity or more."""
-    first, second = first >= 128, second >= 128
-    return np.count_nonzero(first & second) / np.count_nonzero(first | second)
 
 
 def ink_match(first, second):
