@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from mnist_serving import calibration, cli, config
+from mnist_serving import calibration, cli, config, interrupts
 
 
 def parse_arguments(argv=None):
@@ -116,19 +116,24 @@ def calibrate(arguments):
     for key, value in (("seed", seed), ("validation_images", validation_size), ("limit", limit)):
         metrics.setdefault(key, value)
     metrics["calibration"] = result
-    training.atomic_write(
-        metrics_file, lambda path: Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
-    )
+    saved = f"calibrate_model.py: interrupted after saving the temperature to {metrics_file}"
+    if not arguments.no_figures:
+        saved += "; the reliability diagram was not drawn"
+    with interrupts.held_then_end(saved):
+        training.atomic_write(
+            metrics_file, lambda path: Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
+        )
     print(f"Saved the temperature to {metrics_file}")
     if not arguments.no_figures:
         from mnist_serving import figures
 
-        path = figures.plot_calibration(
-            arguments.figures / "calibration.png",
-            test_labels,
-            test_probabilities,
-            result["temperature"],
-        )
+        with interrupts.end_at_once(saved):
+            path = figures.plot_calibration(
+                arguments.figures / "calibration.png",
+                test_labels,
+                test_probabilities,
+                result["temperature"],
+            )
         print(f"Saved the reliability diagram to {path}")
 
 
@@ -142,14 +147,14 @@ def main(argv=None):
     from mnist_serving.data import DatasetError
     from mnist_serving.export import ExportError
 
+    interrupted = "calibrate_model.py: interrupted; the metrics file was left as it was"
     try:
-        calibrate(arguments)
+        with interrupts.end_at_once(interrupted):
+            calibrate(arguments)
     except (calibration.CalibrationError, DatasetError, ExportError, ValueError) as error:
         sys.exit(f"calibrate_model.py: error: {error}")
     except OSError as error:
         sys.exit(f"calibrate_model.py: error: {error.filename or ''}: {error.strerror or error}")
-    except KeyboardInterrupt:
-        sys.exit("calibrate_model.py: interrupted; the metrics file was left as it was")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ def train(arguments):
     import keras
     import tensorflow as tf
 
-    from mnist_serving import calibration, figures, model, training
+    from mnist_serving import calibration, figures, interrupts, model, training
 
     print("Dimensions of Training set images: ", train_images.shape)
     print("Dimensions of Testing set images: ", test_images.shape)
@@ -266,48 +266,54 @@ def train(arguments):
         "calibration": calibration_metrics,
     }
     metrics_file = config.metrics_path(arguments.output)
-    training.save_model(classifier, arguments.output)
-    training.atomic_write(
-        metrics_file, lambda path: Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
-    )
-    print(f"Saved the model to {arguments.output} and its metrics to {metrics_file}")
-
+    saved = f"model_trainer.py: interrupted after saving {arguments.output} and {metrics_file}"
     if not arguments.no_figures:
-        folder = arguments.figures
-        figures.plot_dataset_examples(folder / "datasetExample.png", train_images, train_labels)
-        figures.plot_model(folder / "model.png", classifier)
-        figures.plot_training_curves(folder / "trainingCurves.png", metrics["history"])
-        figures.plot_confusion_matrix(
-            folder / "confusionMatrix.png",
-            training.confusion_matrix(test_labels, test_predicted),
+        saved += "; not all the figures were drawn"
+    # The model and its metrics (with the temperature the export reads) go together.
+    with interrupts.held_then_end(saved):
+        training.save_model(classifier, arguments.output)
+        training.atomic_write(
+            metrics_file, lambda path: Path(path).write_text(json.dumps(metrics, indent=2) + "\n")
         )
-        calibrated = calibration.apply_temperature(
-            test_probabilities, calibration_metrics["temperature"]
-        )
-        figures.plot_misclassified(
-            folder / "misclassified.png",
-            test_images,
-            test_labels,
-            test_predicted,
-            calibrated.max(axis=1),
-        )
-        figures.plot_calibration(
-            folder / "calibration.png",
-            test_labels,
-            test_probabilities,
-            calibration_metrics["temperature"],
-        )
-        print(f"Saved the figures to {folder}")
-    if cluster.is_distributed:
-        distributed.wait_for_everyone(cluster)
+    print(f"Saved the model to {arguments.output} and its metrics to {metrics_file}")
+    with interrupts.end_at_once(saved):
+        if not arguments.no_figures:
+            folder = arguments.figures
+            figures.plot_dataset_examples(folder / "datasetExample.png", train_images, train_labels)
+            figures.plot_model(folder / "model.png", classifier)
+            figures.plot_training_curves(folder / "trainingCurves.png", metrics["history"])
+            figures.plot_confusion_matrix(
+                folder / "confusionMatrix.png",
+                training.confusion_matrix(test_labels, test_predicted),
+            )
+            calibrated = calibration.apply_temperature(
+                test_probabilities, calibration_metrics["temperature"]
+            )
+            figures.plot_misclassified(
+                folder / "misclassified.png",
+                test_images,
+                test_labels,
+                test_predicted,
+                calibrated.max(axis=1),
+            )
+            figures.plot_calibration(
+                folder / "calibration.png",
+                test_labels,
+                test_probabilities,
+                calibration_metrics["temperature"],
+            )
+            print(f"Saved the figures to {folder}")
+        if cluster.is_distributed:
+            distributed.wait_for_everyone(cluster)
 
 
 def main(argv=None):
     arguments = parse_arguments(argv)
-    from mnist_serving import distributed
+    from mnist_serving import distributed, interrupts
     from mnist_serving.data import DatasetError
 
-    with distributed.prompt_exit():
+    interrupted = f"model_trainer.py: interrupted; {arguments.output} was left as it was"
+    with distributed.prompt_exit(), interrupts.end_at_once(interrupted):
         try:
             train(arguments)
         except (DatasetError, distributed.ClusterError) as error:
@@ -316,8 +322,6 @@ def main(argv=None):
             sys.exit(f"model_trainer.py: error: {error}; {arguments.output} was left as it was")
         except OSError as error:
             sys.exit(f"model_trainer.py: error: {error.filename or ''}: {error.strerror or error}")
-        except KeyboardInterrupt:
-            sys.exit(f"model_trainer.py: interrupted; {arguments.output} was left as it was")
 
 
 if __name__ == "__main__":

@@ -135,6 +135,46 @@ def test_an_interrupted_run_leaves_the_previous_model_intact(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["cnnModel.h5"]
 
 
+# A Ctrl-C that comes while files are written, in a process of its own.
+INTERRUPTED_WHILE_WRITING = """
+import signal, sys
+from pathlib import Path
+from mnist_serving import interrupts
+folder = Path(sys.argv[1])
+with interrupts.{block}("interrupted after saving both"):
+    signal.raise_signal(signal.SIGINT)
+    (folder / "model").write_text("new model")
+    (folder / "metrics").write_text("new metrics")
+(folder / "figures").write_text("drawn")
+"""
+
+
+def run_interrupted_while_writing(folder, block, preexec_fn):
+    return subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_WRITING.format(block=block), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(config.CODE_DIR)),
+        preexec_fn=preexec_fn,
+    )
+
+
+def test_ctrl_c_while_the_model_and_its_metrics_are_written_stops_the_run_after_both(tmp_path):
+    result = run_interrupted_while_writing(tmp_path, "held_then_end", default_ctrl_c)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1] == "interrupted after saving both"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["metrics", "model"]
+
+
+def test_a_run_started_with_ctrl_c_ignored_goes_on_when_it_comes(tmp_path):
+    result = run_interrupted_while_writing(
+        tmp_path, "end_at_once", lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["figures", "metrics", "model"]
+
+
 def test_a_write_that_fails_halfway_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "cnnModel.h5"
     target.write_bytes(b"previous model")

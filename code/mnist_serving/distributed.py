@@ -395,21 +395,17 @@ def worker_errors(cluster: Cluster, timeout: str, consequence: str):
 
 @contextlib.contextmanager
 def prompt_exit():
-    """Ends a process that started the distributed runtime as soon as its
-    work is done, and any run stopped by Ctrl-C at once.
+    """Ends a process that started the distributed runtime as soon as its work is done.
 
     TensorFlow's distributed runtime has no clean shutdown (its gRPC server
     says so in the log) and takes 5 to 25 s to tear down at exit; once the
     files are written, this process ends at once, with the same status and
-    message as `sys.exit`. A run interrupted mid-epoch leaves the input
-    pipeline's threads running, and the interpreter's teardown can crash
-    under them (glibc's "free(): invalid next size" once in a CI run): it
-    ends at once too. Other single-worker runs exit as usual.
+    message as `sys.exit`. Single-worker runs exit as usual.
     """
     try:
         yield
     except SystemExit as exit:
-        if not (_runtime_started or isinstance(exit.__context__, KeyboardInterrupt)):
+        if not _runtime_started:
             raise
         _end_process(exit.code)
     if _runtime_started:
