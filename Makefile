@@ -13,9 +13,10 @@ TEST_STAMP := $(VENV)/.test-installed
 MODEL := code/cnnModel.h5
 # What the model is made from: the data, the pinned libraries, the trainer and
 # the package modules that shape the model and its metrics. The trainer's
-# figure, argument and clean-up helpers (figures.py, cli.py, leftovers.py)
-# change no weight, so editing them does not cost a training run
-# (tests/test_makefile.py keeps this list in step with the trainer's imports).
+# figure, argument, clean-up and Ctrl-C helpers (figures.py, cli.py,
+# leftovers.py, interrupts.py) change no weight, so editing them does not cost
+# a training run (tests/test_makefile.py keeps this list in step with the
+# trainer's imports).
 TRAINING_SOURCES := data/mnist.npz requirements.txt code/model_trainer.py \
 	$(addprefix code/mnist_serving/,__init__.py calibration.py config.py data.py \
 		distributed.py model.py training.py)
