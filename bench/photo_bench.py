@@ -485,6 +485,22 @@ def group_inputs(group, sources, rng):
     return GroupInputs(np.stack(ours), np.stack(naive_inputs), np.stack(drawn), blank, seconds)
 
 
+def paired_margin(right: np.ndarray, mnist_right: np.ndarray) -> float:
+    """Half the 95% interval of the accuracy difference `right - mnist_right`,
+    in points, for the same digits classified two ways.
+
+    The photo and the MNIST digit of each pair are read by the same model, so
+    the difference is measured on the pairs (the normal approximation of
+    McNemar's setting): only the digits read right one way and wrong the other
+    add to it. A group's difference is a target met only where it is beyond
+    this margin.
+    """
+    changes = right.astype(np.int8) - mnist_right.astype(np.int8)
+    if len(changes) < 2:
+        return float("nan")
+    return 100 * 1.96 * float(changes.std(ddof=1)) / math.sqrt(len(changes))
+
+
 def width_quartiles(images):
     """Quartiles of `preprocessing.stroke_width` over MNIST-form images."""
     widths = [preprocessing.stroke_width(image) for image in images]
@@ -521,7 +537,8 @@ def time_one_megapixel(digits, seed):
 
 
 HEADER = (
-    f"{'group':<8}{'photos':>7}{'MNIST':>9}{'drawn':>9}{'photos':>9}{'diff':>7}{'camera':>8}"
+    f"{'group':<8}{'photos':>7}{'MNIST':>9}{'drawn':>9}{'photos':>9}{'diff':>7}{'margin':>7}"
+    f"{'camera':>8}"
     f"{'naive':>8}{'width':>17}{'MNIST width':>17}  what"
 )
 
@@ -547,12 +564,13 @@ def main(argv=None):
         f"{count} photos per group, seed {arguments.seed}, model {model_name}\n"
         "Accuracy on the same digits as they are in MNIST; as drawn on the page (pen, size "
         "and turn, before the camera) and\nas photos, after the project's preprocessing "
-        "(diff: photos - MNIST, camera: photos - drawn, in points); as photos after\nthe "
-        "naive recipe. Stroke width of the 28x28 photos, quartiles in pixels "
-        "(preprocessing.stroke_width).\n"
+        "(diff: photos - MNIST, and its margin: half its 95% interval on these pairs;\ncamera: "
+        "photos - drawn; in points); as photos after the naive recipe. Stroke width of the "
+        "28x28 photos,\nquartiles in pixels (preprocessing.stroke_width).\n"
     )
     print(HEADER)
     totals = np.zeros(4, dtype=int)  # Photos, right as MNIST, as drawn, as photos.
+    photos_right, mnist_digits_right = [], []  # Of each MNIST group, for the margin.
     photo_count, seconds = 0, 0.0
     for name in arguments.groups:
         group = GROUPS[name]
@@ -567,18 +585,21 @@ def main(argv=None):
         drawn_right = classify(inputs.drawn) == labels
         naive_right = classify(inputs.naive) == labels
         camera = f"{100 * (right.mean() - drawn_right.mean()):+.2f}"
-        mnist_cell, difference, mnist_width = "-", "", "-"
+        mnist_cell, difference, margin, mnist_width = "-", "", "", "-"
         if originals is not None:  # The fonts group has no MNIST digits.
             mnist_right = classify(originals) == labels
             mnist_cell = f"{mnist_right.mean():.2%}"
             difference = f"{100 * (right.mean() - mnist_right.mean()):+.2f}"
+            margin = f"{paired_margin(right, mnist_right):.2f}"
             mnist_width = width_quartiles(originals)
             totals += [len(labels), mnist_right.sum(), drawn_right.sum(), right.sum()]
+            photos_right.append(right)
+            mnist_digits_right.append(mnist_right)
         blank = inputs.blank
         what = group.description + (f" ({blank} found blank)" if blank else "")
         print(
             f"{name:<8}{len(sources):>7}{mnist_cell:>9}{drawn_right.mean():>9.2%}"
-            f"{right.mean():>9.2%}{difference:>7}{camera:>8}{naive_right.mean():>8.1%}"
+            f"{right.mean():>9.2%}{difference:>7}{margin:>7}{camera:>8}{naive_right.mean():>8.1%}"
             f"{width_quartiles(inputs.ours):>17}{mnist_width:>17}  {what}",
             flush=True,
         )
@@ -594,9 +615,10 @@ def main(argv=None):
             )
     if totals[0] > count:
         mnist_accuracy, drawn_accuracy, accuracy = totals[1:] / totals[0]
+        margin = paired_margin(np.concatenate(photos_right), np.concatenate(mnist_digits_right))
         print(
             f"{'MNIST groups':<15}{totals[0]:>6}{mnist_accuracy:>9.2%}{drawn_accuracy:>9.2%}"
-            f"{accuracy:>9.2%}{100 * (accuracy - mnist_accuracy):>+7.2f}"
+            f"{accuracy:>9.2%}{100 * (accuracy - mnist_accuracy):>+7.2f}{margin:>7.2f}"
             f"{100 * (accuracy - drawn_accuracy):>+8.2f}"
         )
     print(f"\npreprocessing: {seconds / max(1, photo_count) * 1e3:.1f} ms per photo on average")

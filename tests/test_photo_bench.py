@@ -131,6 +131,17 @@ def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digi
     assert ink_iou(result, drawing.drawn) >= 0.9
 
 
+def test_the_margin_of_a_difference_counts_only_digits_read_differently(photo_bench):
+    alike = np.array([True, False, True, True])
+    assert photo_bench.paired_margin(alike, alike) == 0.0
+    # One digit gained and one lost in four pairs: differences (1, -1, 0, 0),
+    # standard deviation sqrt(2/3), over sqrt(4), times 1.96, in points.
+    photos = np.array([True, False, True, True])
+    mnist = np.array([False, True, True, True])
+    assert photo_bench.paired_margin(photos, mnist) == pytest.approx(80.02, abs=0.01)
+    assert photo_bench.paired_margin(mnist, photos) == photo_bench.paired_margin(photos, mnist)
+
+
 def test_bench_runs_every_group_and_reports_each(export_base):
     result = run_bench("--images", 3, "--timed-photos", 2, "--model-base", export_base)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -139,7 +150,16 @@ def test_bench_runs_every_group_and_reports_each(export_base):
         assert name in rows
     assert "MNIST groups" in result.stdout
     header = next(line for line in result.stdout.splitlines() if line.startswith("group"))
-    assert header.split()[:7] == ["group", "photos", "MNIST", "drawn", "photos", "diff", "camera"]
+    assert header.split()[:8] == [
+        "group",
+        "photos",
+        "MNIST",
+        "drawn",
+        "photos",
+        "diff",
+        "margin",
+        "camera",
+    ]
     assert "per 1-megapixel JPEG photo" in result.stdout
 
 
