@@ -1,4 +1,5 @@
-"""bench/photo_bench.py: its drawings are what they say, and it runs every group."""
+"""bench/photo_bench.py: its drawings (photo_groups.py) are what they say, and it runs every
+group."""
 
 import importlib.util
 import subprocess
@@ -14,13 +15,24 @@ from mnist_serving import config, preprocessing
 BENCH = config.PROJECT_DIR / "bench" / "photo_bench.py"
 
 
-@pytest.fixture(scope="module")
-def photo_bench():
-    """The bench script as a module, for its drawing functions."""
-    spec = importlib.util.spec_from_file_location("photo_bench", BENCH)
+def bench_module(name):
+    """A script of bench/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, BENCH.with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def photo_groups():
+    """The bench's groups, for their drawing functions."""
+    return bench_module("photo_groups")
+
+
+@pytest.fixture(scope="module")
+def photo_bench():
+    """The bench itself, for its statistics."""
+    return bench_module("photo_bench")
 
 
 def run_bench(*arguments):
@@ -33,43 +45,43 @@ def run_bench(*arguments):
 
 
 @pytest.mark.parametrize("pen", [1, 3, 8, 20])
-def test_pen_draws_the_digit_with_a_line_of_its_width(photo_bench, mnist, pen):
+def test_pen_draws_the_digit_with_a_line_of_its_width(photo_groups, mnist, pen):
     (_, _), (test_images, _) = mnist
-    coverage = photo_bench.pen_coverage(test_images[0], 160, pen, angle=0.0)
+    coverage = photo_groups.pen_coverage(test_images[0], 160, pen, angle=0.0)
     assert preprocessing.stroke_width(coverage * 255) == pytest.approx(pen, rel=0.2, abs=0.3)
 
 
-def test_font_digit_is_drawn_at_the_height_asked(photo_bench):
-    fonts = [font for _, font in photo_bench.read_font_list(photo_bench.FONT_LIST)]
-    coverage = photo_bench.glyph_coverage(fonts[0], 5, height=120, angle=0.0)
+def test_font_digit_is_drawn_at_the_height_asked(photo_groups):
+    fonts = [font for _, font in photo_groups.read_font_list(photo_groups.FONT_LIST)]
+    coverage = photo_groups.glyph_coverage(fonts[0], 5, height=120, angle=0.0)
     _, _, _, height = cv2.boundingRect((coverage >= 0.5).astype(np.uint8))
     assert height == pytest.approx(120, abs=2)
 
 
-def test_every_group_draws_the_same_photos_for_the_same_seed(photo_bench, mnist):
+def test_every_group_draws_the_same_photos_for_the_same_seed(photo_groups, mnist):
     (_, _), (test_images, _) = mnist
-    fonts = [font for _, font in photo_bench.read_font_list(photo_bench.FONT_LIST)]
-    for name, group in photo_bench.GROUPS.items():
+    fonts = [font for _, font in photo_groups.read_font_list(photo_groups.FONT_LIST)]
+    for name, group in photo_groups.GROUPS.items():
         source = (fonts[0], 4) if name == "fonts" else test_images[5]
-        first = group.draw(source, photo_bench.group_rng(0, name))
-        second = group.draw(source, photo_bench.group_rng(0, name))
+        first = group.draw(source, photo_groups.group_rng(0, name))
+        second = group.draw(source, photo_groups.group_rng(0, name))
         np.testing.assert_array_equal(first.photo, second.photo, err_msg=name)
         np.testing.assert_array_equal(first.drawn, second.drawn, err_msg=name)
 
 
-def test_drawn_digit_is_the_ink_before_the_camera(photo_bench, mnist, monkeypatch):
+def test_drawn_digit_is_the_ink_before_the_camera(photo_groups, mnist, monkeypatch):
     # A blurred, noisy, unevenly lit JPEG photo; its `drawn` twin is the ink
     # handed to the camera, on a blank page, in MNIST form.
     (_, _), (test_images, _) = mnist
     photographed_ink = []
-    camera = photo_bench.photograph
+    camera = photo_groups.photograph
 
     def photograph(coverage, spec, rng):
         photographed_ink.append(coverage)
         return camera(coverage, spec, rng)
 
-    monkeypatch.setattr(photo_bench, "photograph", photograph)
-    drawing = photo_bench.draw_blur(test_images[0], photo_bench.group_rng(0, "blur"))
+    monkeypatch.setattr(photo_groups, "photograph", photograph)
+    drawing = photo_groups.draw_blur(test_images[0], photo_groups.group_rng(0, "blur"))
     assert drawing.photo.shape[0] > 100
     assert drawing.drawn.shape == (config.IMAGE_SIZE, config.IMAGE_SIZE)
     [ink] = photographed_ink
@@ -85,7 +97,7 @@ LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT = 128679438283417657617059481815028
 LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT = 205686089249179541157265726689500066824, 8565
 
 
-def pinned_light_photo(photo_bench, test_images, state, digit):
+def pinned_light_photo(photo_groups, test_images, state, digit):
     """The `Drawing` of the `light` group whose generator was in `state`."""
     rng = np.random.default_rng()
     rng.bit_generator.state = {
@@ -94,10 +106,10 @@ def pinned_light_photo(photo_bench, test_images, state, digit):
         "has_uint32": 0,
         "uinteger": 0,
     }
-    return photo_bench.draw_light(test_images[digit], rng)
+    return photo_groups.draw_light(test_images[digit], rng)
 
 
-def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_bench, mnist):
+def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_groups, mnist):
     # A bold 0 half in a soft shadow: with the finer lighting map, part of
     # the shadow stays, and the paper's noise measured on the border buries
     # the ink. The first map had found the digit; it must stand, rather than
@@ -105,7 +117,7 @@ def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_bench, m
     (_, _), (test_images, test_labels) = mnist
     assert test_labels[LIGHT_PHOTO_577_DIGIT] == 0
     drawing = pinned_light_photo(
-        photo_bench, test_images, LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT
+        photo_groups, test_images, LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT
     )
     result = preprocessing.to_mnist(drawing.photo)
     # The 0 keeps its hole (found at the finer size, its edges had none).
@@ -116,7 +128,7 @@ def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_bench, m
 
 
 def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digit(
-    photo_bench, mnist
+    photo_groups, mnist
 ):
     # A 7 beside a shadow's edge: the first map of the paper leaves a faint
     # line of the edge along the border, which the second map removes. Were
@@ -125,7 +137,7 @@ def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digi
     (_, _), (test_images, test_labels) = mnist
     assert test_labels[LIGHT_PHOTO_1065_DIGIT] == 7
     drawing = pinned_light_photo(
-        photo_bench, test_images, LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT
+        photo_groups, test_images, LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT
     )
     result = preprocessing.to_mnist(drawing.photo)
     assert ink_iou(result, drawing.drawn) >= 0.9
