@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from mnist_serving import config, data, export, model
+from mnist_serving import config, data, export, model, preprocessing
 
 
 def pytest_addoption(parser):
@@ -24,6 +24,13 @@ def pytest_addoption(parser):
 def mnist():
     """MNIST from the project's offline copy: ((x_train, y_train), (x_test, y_test))."""
     return data.load_mnist()
+
+
+@pytest.fixture(scope="session")
+def mnist_stroke_widths(mnist):
+    """The stroke width of every MNIST test digit, in pixels of 28x28."""
+    (_, _), (test_images, _) = mnist
+    return np.array([preprocessing.stroke_width(image) for image in test_images])
 
 
 @pytest.fixture(scope="session")
