@@ -7,29 +7,26 @@ one photo of one source at a time with its own seeded generator, together
 with the same ink as it lies on the page before the camera (a `Drawing`).
 The camera itself (paper, light, blur, noise) is `make_test_images`'s.
 
+It is imported, not run: `photo_bench.py` (or the tests' configuration) puts
+code/ on the import path first.
+
 Typical usage:
     from photo_groups import GROUPS, group_rng
     drawing = GROUPS["pen"].draw(digit, group_rng(0, "pen"))
 """
 
 import math
-import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
 import cv2
+import make_test_images
 import numpy as np
+from make_test_images import photograph, spec_coverage, turned
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_DIR / "code"))
-
-# Found through the path above.
-import make_test_images  # noqa: E402
-from make_test_images import photograph, spec_coverage, turned  # noqa: E402
-
-from mnist_serving import config, preprocessing  # noqa: E402
+from mnist_serving import config, preprocessing
 
 FONT_LIST = Path(__file__).with_name("handwriting_fonts.txt")
 

@@ -102,9 +102,3 @@ def smoke_training(tmp_path_factory):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, result
-
-
-def ink_iou(first, second):
-    """Intersection over union of the pixels at half intensity or more."""
-    first, second = first >= 128, second >= 128
-    return np.count_nonzero(first & second) / np.count_nonzero(first | second)

@@ -53,6 +53,12 @@ def ink_match(first, second):
     return min(first_covered, second_covered)
 
 
+def ink_iou(first, second):
+    """Intersection over union of the pixels at half intensity or more."""
+    first, second = first >= 128, second >= 128
+    return np.count_nonzero(first & second) / np.count_nonzero(first | second)
+
+
 def assert_mnist_form(image, box_slack=2):
     """MNIST form: uint8 28x28, black background, white digit of longer side
     20 inside the central 20x20 box (give or take `box_slack` pixels for

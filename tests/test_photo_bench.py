@@ -1,38 +1,19 @@
 """bench/photo_bench.py: its drawings (photo_groups.py) are what they say, and it runs every
 group."""
 
-import importlib.util
 import subprocess
 import sys
 
 import cv2
 import numpy as np
+import photo_bench
+import photo_groups
 import pytest
-from conftest import ink_iou
+from drawn_digits import ink_iou
 
 from mnist_serving import config, preprocessing
 
 BENCH = config.PROJECT_DIR / "bench" / "photo_bench.py"
-
-
-def bench_module(name):
-    """A script of bench/ as a module."""
-    spec = importlib.util.spec_from_file_location(name, BENCH.with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def photo_groups():
-    """The bench's groups, for their drawing functions."""
-    return bench_module("photo_groups")
-
-
-@pytest.fixture(scope="module")
-def photo_bench():
-    """The bench itself, for its statistics."""
-    return bench_module("photo_bench")
 
 
 def run_bench(*arguments):
@@ -45,20 +26,20 @@ def run_bench(*arguments):
 
 
 @pytest.mark.parametrize("pen", [1, 3, 8, 20])
-def test_pen_draws_the_digit_with_a_line_of_its_width(photo_groups, mnist, pen):
+def test_pen_draws_the_digit_with_a_line_of_its_width(mnist, pen):
     (_, _), (test_images, _) = mnist
     coverage = photo_groups.pen_coverage(test_images[0], 160, pen, angle=0.0)
     assert preprocessing.stroke_width(coverage * 255) == pytest.approx(pen, rel=0.2, abs=0.3)
 
 
-def test_font_digit_is_drawn_at_the_height_asked(photo_groups):
+def test_font_digit_is_drawn_at_the_height_asked():
     fonts = [font for _, font in photo_groups.read_font_list(photo_groups.FONT_LIST)]
     coverage = photo_groups.glyph_coverage(fonts[0], 5, height=120, angle=0.0)
     _, _, _, height = cv2.boundingRect((coverage >= 0.5).astype(np.uint8))
     assert height == pytest.approx(120, abs=2)
 
 
-def test_every_group_draws_the_same_photos_for_the_same_seed(photo_groups, mnist):
+def test_every_group_draws_the_same_photos_for_the_same_seed(mnist):
     (_, _), (test_images, _) = mnist
     fonts = [font for _, font in photo_groups.read_font_list(photo_groups.FONT_LIST)]
     for name, group in photo_groups.GROUPS.items():
@@ -69,7 +50,7 @@ def test_every_group_draws_the_same_photos_for_the_same_seed(photo_groups, mnist
         np.testing.assert_array_equal(first.drawn, second.drawn, err_msg=name)
 
 
-def test_drawn_digit_is_the_ink_before_the_camera(photo_groups, mnist, monkeypatch):
+def test_drawn_digit_is_the_ink_before_the_camera(mnist, monkeypatch):
     # A blurred, noisy, unevenly lit JPEG photo; its `drawn` twin is the ink
     # handed to the camera, on a blank page, in MNIST form.
     (_, _), (test_images, _) = mnist
@@ -97,7 +78,7 @@ LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT = 128679438283417657617059481815028
 LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT = 205686089249179541157265726689500066824, 8565
 
 
-def pinned_light_photo(photo_groups, test_images, state, digit):
+def pinned_light_photo(test_images, state, digit):
     """The `Drawing` of the `light` group whose generator was in `state`."""
     rng = np.random.default_rng()
     rng.bit_generator.state = {
@@ -109,16 +90,14 @@ def pinned_light_photo(photo_groups, test_images, state, digit):
     return photo_groups.draw_light(test_images[digit], rng)
 
 
-def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_groups, mnist):
+def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(mnist):
     # A bold 0 half in a soft shadow: with the finer lighting map, part of
     # the shadow stays, and the paper's noise measured on the border buries
     # the ink. The first map had found the digit; it must stand, rather than
     # a search for a hairline that finds only the 0's edges.
     (_, _), (test_images, test_labels) = mnist
     assert test_labels[LIGHT_PHOTO_577_DIGIT] == 0
-    drawing = pinned_light_photo(
-        photo_groups, test_images, LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT
-    )
+    drawing = pinned_light_photo(test_images, LIGHT_PHOTO_577_STATE, LIGHT_PHOTO_577_DIGIT)
     result = preprocessing.to_mnist(drawing.photo)
     # The 0 keeps its hole (found at the finer size, its edges had none).
     ink = (result >= 128).astype(np.uint8)
@@ -128,7 +107,7 @@ def test_a_bold_digit_under_a_shadow_keeps_the_first_lighting_map(photo_groups, 
 
 
 def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digit(
-    photo_groups, mnist
+    mnist,
 ):
     # A 7 beside a shadow's edge: the first map of the paper leaves a faint
     # line of the edge along the border, which the second map removes. Were
@@ -136,14 +115,12 @@ def test_a_shadows_edge_left_by_the_first_lighting_map_is_not_taken_for_the_digi
     # corner of the result.
     (_, _), (test_images, test_labels) = mnist
     assert test_labels[LIGHT_PHOTO_1065_DIGIT] == 7
-    drawing = pinned_light_photo(
-        photo_groups, test_images, LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT
-    )
+    drawing = pinned_light_photo(test_images, LIGHT_PHOTO_1065_STATE, LIGHT_PHOTO_1065_DIGIT)
     result = preprocessing.to_mnist(drawing.photo)
     assert ink_iou(result, drawing.drawn) >= 0.9
 
 
-def test_the_margin_of_a_difference_counts_only_digits_read_differently(photo_bench):
+def test_the_margin_of_a_difference_counts_only_digits_read_differently():
     alike = np.array([True, False, True, True])
     assert photo_bench.paired_margin(alike, alike) == 0.0
     # One digit gained and one lost in four pairs: differences (1, -1, 0, 0),

@@ -5,8 +5,7 @@ import cv2
 import make_test_images
 import numpy as np
 import pytest
-from conftest import ink_iou
-from drawn_digits import SIZE, assert_mnist_form, centre_of_mass, draw_digit, ink_match
+from drawn_digits import SIZE, assert_mnist_form, centre_of_mass, draw_digit, ink_iou, ink_match
 
 from mnist_serving import config, data, figures, preprocessing
 
