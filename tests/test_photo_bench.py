@@ -32,6 +32,18 @@ def test_pen_draws_the_digit_with_a_line_of_its_width(mnist, pen):
     assert preprocessing.stroke_width(coverage * 255) == pytest.approx(pen, rel=0.2, abs=0.3)
 
 
+def test_pen_follows_the_digits_ink_where_it_reaches_mnists_ink_level():
+    # Two strokes with grey between them, below half the brightest level: a
+    # gap in the digit's ink, as at a 4's top or inside a 9's loop.
+    digit = np.zeros((config.IMAGE_SIZE, config.IMAGE_SIZE), np.uint8)
+    digit[6:22, 10:12] = digit[6:22, 16:18] = 255
+    digit[6:22, 12:16] = round(255 * preprocessing.INK_LEVEL) - 20
+    coverage = photo_groups.pen_coverage(digit, 280, 6, angle=0.0)
+    row = coverage[coverage.shape[0] // 2] > 0.5
+    lines = np.count_nonzero(row[1:] & ~row[:-1])
+    assert lines == 2 and not row[len(row) // 2]
+
+
 def test_font_digit_is_drawn_at_the_height_asked():
     fonts = [font for _, font in photo_groups.read_font_list(photo_groups.FONT_LIST)]
     coverage = photo_groups.glyph_coverage(fonts[0], 5, height=120, angle=0.0)

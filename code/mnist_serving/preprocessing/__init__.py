@@ -98,6 +98,7 @@ from mnist_serving.preprocessing.strokes import (
     THIN_STROKE_TARGET,
 )
 from mnist_serving.preprocessing.width import (
+    INK_LEVEL,
     STROKE_ENLARGEMENT,
     STROKE_LARGEST_ENLARGED,
     STROKE_SMALL_IMAGE,
@@ -116,6 +117,7 @@ __all__ = [
     "HAIRLINE_WINDOW",
     "IMPULSE_FRACTION",
     "IMPULSE_MARGIN",
+    "INK_LEVEL",
     "INK_NOISE_SIGMAS",
     "LIGHTING_BLUR_SIGMA",
     "LIGHTING_KERNEL_FRACTION",

@@ -9,12 +9,15 @@ import numpy as np
 STROKE_SMALL_IMAGE = 64
 STROKE_ENLARGEMENT = 4
 STROKE_LARGEST_ENLARGED = 512
+# A pixel is ink where it reaches this share of the image's brightest level:
+# the half-way edge of MNIST's anti-aliased strokes.
+INK_LEVEL = 0.5
 
 
 def stroke_width(digit: np.ndarray) -> float:
     """The average width of a digit's strokes, in the image's pixels.
 
-    The ink is what reaches half the image's brightest level (white on black,
+    The ink is what reaches INK_LEVEL of the image's brightest level (white on black,
     as `to_mnist` returns it); each ink pixel's distance to the nearest
     background pixel is averaged. Across a stroke of width w those distances
     average w/4, plus the half pixel between a pixel's centre and its edge:
@@ -53,9 +56,9 @@ def _mean_distance_width(digit):
     """4 x (mean distance of the ink to the background - 1/2): see stroke_width.
 
     `digit` is white ink on black, uint8 or float32; its ink is what reaches
-    half its maximum.
+    INK_LEVEL of its maximum.
     """
-    ink = (digit >= digit.max() / 2).view(np.uint8)
+    ink = (digit >= digit.max() * INK_LEVEL).view(np.uint8)
     # Cropped to the ink: the padding's ring of background is as near to
     # every ink pixel as the background beyond it, and a whole photo's
     # distance map costs many times more.
