@@ -263,17 +263,17 @@ MNIST_GROUPS = [name for name in GROUPS if name != "fonts"]
 def pen_coverage(digit, frame_height, pen, angle):
     """The MNIST digit's centre line drawn with a round pen `pen` pixels wide.
 
-    The skeleton of the digit's ink (where it reaches MNIST's ink level, as
-    `preprocessing.stroke_width` measures it: a lower level fills the gaps of
-    a 4's top or a 9's loop before the pen is chosen) is found at a moderate
-    size; its distance map, enlarged to the photo's scale, gives each pixel's
-    coverage by the pen (anti-aliased, and thinner than a pixel where the pen is).
+    The skeleton of the digit's ink (`preprocessing.ink_mask`, the ink that
+    `stroke_width` measures: a lower level fills the gaps of a 4's top or a
+    9's loop before the pen is chosen) is found at a moderate size; its
+    distance map, enlarged to the photo's scale, gives each pixel's coverage
+    by the pen (anti-aliased, and thinner than a pixel where the pen is).
     """
     from skimage.morphology import skeletonize
 
     work = min(frame_height, SKELETON_SIZE)
     enlarged = cv2.resize(digit, (work, work), interpolation=cv2.INTER_CUBIC)
-    ink = enlarged >= 255 * preprocessing.INK_LEVEL
+    ink = preprocessing.ink_mask(enlarged)
     skeleton = skeletonize(ink)
     distance = cv2.distanceTransform(
         np.where(skeleton, 0, 255).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE

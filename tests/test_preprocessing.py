@@ -51,6 +51,14 @@ def test_stroke_width_scales_with_the_image():
     )
 
 
+def test_ink_is_what_reaches_half_the_brightest_level_in_integers_and_floats():
+    for brightest, first_ink in ((254, 127), (255, 128)):
+        digit = np.array([[0, first_ink - 1, first_ink, brightest]], np.uint8)
+        expected = [[False, False, True, True]]
+        assert preprocessing.ink_mask(digit).tolist() == expected
+        assert preprocessing.ink_mask(digit.astype(np.float32)).tolist() == expected
+
+
 def test_stroke_width_of_a_blank_image_is_zero():
     assert preprocessing.stroke_width(np.zeros((SIZE, SIZE), dtype=np.uint8)) == 0.0
 

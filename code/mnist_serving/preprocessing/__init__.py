@@ -102,6 +102,7 @@ from mnist_serving.preprocessing.width import (
     STROKE_ENLARGEMENT,
     STROKE_LARGEST_ENLARGED,
     STROKE_SMALL_IMAGE,
+    ink_mask,
     stroke_width,
 )
 
@@ -155,6 +156,7 @@ __all__ = [
     "PreprocessingError",
     "decode_image",
     "image_size",
+    "ink_mask",
     "level_scale",
     "preprocess_file",
     "read_file",

@@ -14,15 +14,16 @@ import cv2
 import numpy as np
 
 from mnist_serving import config
+from mnist_serving.preprocessing.width import ink_mask
 
 # Where the centre of mass goes, in OpenCV pixel coordinates (see above).
 CENTRE = config.IMAGE_SIZE / 2
 
 
 def _half_way_crop(ink):
-    """uint8 ink cropped to where it reaches half its strongest level, as
-    the web page crops a drawing (web/mnist.js)."""
-    half_way = (ink >= (int(ink.max()) + 1) // 2).view(np.uint8)
+    """uint8 ink cropped to `ink_mask` (half its strongest level), as the web
+    page crops a drawing (web/mnist.js)."""
+    half_way = ink_mask(ink).view(np.uint8)
     left, top, width, height = cv2.boundingRect(half_way)
     return ink[top : top + height, left : left + width]
 
