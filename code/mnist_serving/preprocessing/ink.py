@@ -9,8 +9,10 @@ from mnist_serving.preprocessing.errors import PreprocessingError
 from mnist_serving.preprocessing.measures import (
     TAIL_FRACTION,
     _border,
+    _border_pieces,
     _levels_at,
     _quantiles,
+    _row_spreads,
     _spread,
     _subsample,
 )
@@ -36,7 +38,12 @@ NOISE_BLUR_SIGMA = 1.0
 # (beyond that, no background is left to tell the ink from). A threshold
 # tied to the noise finds a thin digit that covers 0.1% of a photo, where
 # Otsu's threshold, made for two classes of similar size, would split the
-# paper's noise instead.
+# paper's noise instead. Against a map of the paper (uneven light), the
+# border's spread is mostly the map's slow error along a band of light,
+# and INK_NOISE_SIGMAS of it can reach past the ink of a marker's digit in
+# the shade: whether anything stands out is then judged on the noise within
+# each twelfth of the ring (the median of their spreads), which that error
+# hardly moves.
 PAPER_NOISE_SIGMAS = 5.0
 PAPER_QUANTILE = 0.999
 INK_NOISE_SIGMAS = 8.0
@@ -127,7 +134,12 @@ def _ink_levels(signed_ink, mapped=False):
         paper = _subsample(signed_ink)
     (paper_level,) = _quantiles(paper, (0.5,))
     paper_noise = _spread(paper)
-    ink_threshold = paper_level + max(INK_NOISE_SIGMAS * paper_noise, MIN_INK_CONTRAST)
+    if mapped:
+        (piece_noise,) = _quantiles(_row_spreads(_border_pieces(signed_ink)), (0.5,))
+        ink_noise = min(paper_noise, piece_noise)
+    else:
+        ink_noise = paper_noise
+    ink_threshold = paper_level + max(INK_NOISE_SIGMAS * ink_noise, MIN_INK_CONTRAST)
     # Counted, not gathered: a gather of the ink pixels costs many times more.
     ink_count = np.count_nonzero(signed_ink > ink_threshold)
     if ink_count < MIN_INK_PIXELS:
