@@ -7,6 +7,7 @@ import pytest
 from drawn_digits import BOX, SIZE, assert_mnist_form, draw_digit, ink_match
 
 from mnist_serving import preprocessing
+from mnist_serving.preprocessing import paper
 
 # Drawings with OpenCV: the situations of real photos.
 
@@ -173,6 +174,21 @@ def test_faint_hairline_on_blotchy_paper_under_uneven_light_is_found():
     result = preprocessing.to_mnist(np.clip(photo, 0, 255).astype(np.uint8))
     assert_mnist_form(result, box_slack=3)
     assert ink_match(result, preprocessing.to_mnist(drawn)) >= 0.8
+
+
+@pytest.mark.parametrize("dark_ink", [True, False])
+def test_a_hairlines_polarity_is_judged_against_the_paper_beside_it(dark_ink):
+    # A line a pixel wide on a noisy page: whichever polarity the first
+    # judgement gave, the search for a hairline finds the line's side.
+    page = np.full((600, 800), 128, dtype=np.float32)
+    cv2.line(page, (200, 100), (500, 500), 88 if dark_ink else 168, thickness=1)
+    noise = np.random.default_rng(5).normal(0, 4, page.shape)
+    grey = np.clip(page + noise, 0, 255).astype(np.float32)
+    for first_guess in (True, False):
+        level = 127.0 if first_guess else 128.0
+        found = paper._hairline_paper(grey, paper._Paper(first_guess, level, None))
+        assert found.dark_ink == dark_ink
+        assert found.level == (level if first_guess == dark_ink else 255.0 - level)
 
 
 def test_blurred_digit_keeps_its_loops():

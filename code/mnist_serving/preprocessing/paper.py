@@ -213,10 +213,30 @@ def _stroke_sized_background(bright, ink):
     return _opened_map(_lighting_thumbnail(bright, factor, radius), bright.shape, blur_sigma=0)
 
 
-def _hairline_paper(grey, dark_ink):
-    """The paper's map for a hairline: the median over HAIRLINE_WINDOW
-    pixels around each pixel of the image where the ink is the bright part
-    (see `_signed_ink`). A line a pixel or two wide never fills half the
-    window; the paper's blotches and light are wider and stay in the map."""
-    bright = cv2.convertScaleAbs(255.0 - grey if dark_ink else grey)
-    return cv2.medianBlur(bright, HAIRLINE_WINDOW).astype(np.float32)
+def _hairline_paper(grey, paper):
+    """`paper` (`_measure_paper` of `grey`) for a hairline: its map, the
+    median over HAIRLINE_WINDOW pixels around each pixel of the image where
+    the ink is the bright part (see `_signed_ink`), and the ink's polarity
+    judged against that median.
+
+    A line a pixel or two wide never fills half the window; the paper's
+    blotches and light are wider and stay in the map. The line stands out
+    from it on one side only, and the paper's noise on both: the ink is on
+    the side whose TAIL_FRACTION of the pixels stands out further. Under
+    uneven light, `_measure_paper` judged on a thumbnail, where a hairline
+    has faded into the paper; where that judgement does not hold, the
+    polarity and the paper's level are turned over.
+    """
+    for dark_ink in (paper.dark_ink, not paper.dark_ink):
+        bright = cv2.convertScaleAbs(255.0 - grey if dark_ink else grey)
+        median = cv2.medianBlur(bright, HAIRLINE_WINDOW)
+        # Shifted by 128 into uint8 for `_levels_at`'s histogram: the line
+        # covers too few pixels for a subsample to find it.
+        deviation = cv2.subtract(bright, median, dtype=cv2.CV_16S) + 128
+        below, above = _levels_at(
+            np.clip(deviation, 0, 255).astype(np.uint8), (TAIL_FRACTION, 1 - TAIL_FRACTION)
+        )
+        if above - 128 >= 128 - below:
+            break
+    level = paper.level if dark_ink == paper.dark_ink else 255.0 - paper.level
+    return _Paper(dark_ink, level, median.astype(np.float32))

@@ -178,7 +178,7 @@ def _find_ink(full, scale, working_size, record, hairline=False):
     record("denoised", grey)
     paper = _measure_paper(grey)
     if hairline:
-        paper = paper._replace(background=_hairline_paper(grey, paper.dark_ink))
+        paper = _hairline_paper(grey, paper)
     signed = _signed_ink(grey, paper, paper.background)
     _record_ink(record, signed)
     levels = _ink_levels(signed, mapped=paper.background is not None)
