@@ -11,8 +11,8 @@ from mnist_serving.preprocessing.measures import (
     _border,
     _border_pieces,
     _levels_at,
+    _pieces_noise,
     _quantiles,
-    _row_spreads,
     _spread,
     _subsample,
 )
@@ -135,8 +135,7 @@ def _ink_levels(signed_ink, mapped=False):
     (paper_level,) = _quantiles(paper, (0.5,))
     paper_noise = _spread(paper)
     if mapped:
-        (piece_noise,) = _quantiles(_row_spreads(_border_pieces(signed_ink)), (0.5,))
-        ink_noise = min(paper_noise, piece_noise)
+        ink_noise = min(paper_noise, _pieces_noise(_border_pieces(signed_ink)))
     else:
         ink_noise = paper_noise
     ink_threshold = paper_level + max(INK_NOISE_SIGMAS * ink_noise, MIN_INK_CONTRAST)

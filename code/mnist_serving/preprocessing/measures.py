@@ -112,6 +112,15 @@ def _row_medians(rows):
     return ordered[:, (rows.shape[1] - 1) // 2]
 
 
+def _pieces_noise(pieces):
+    """The paper's noise measured on the border's `pieces` (`_border_pieces`):
+    the median of their spreads. A slope across the image, such as a
+    lighting map's residual error, moves each piece's level but hardly its
+    spread."""
+    (noise,) = _quantiles(_row_spreads(pieces), (0.5,))
+    return noise
+
+
 def _row_spreads(rows):
     """`_spread` of each row."""
     deviations = np.abs(rows - _row_medians(rows)[:, np.newaxis])

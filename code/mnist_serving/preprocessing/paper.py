@@ -213,21 +213,22 @@ def _stroke_sized_background(bright, ink):
     return _opened_map(_lighting_thumbnail(bright, factor, radius), bright.shape, blur_sigma=0)
 
 
-def _hairline_paper(grey, paper):
-    """`paper` (`_measure_paper` of `grey`) for a hairline: its map, the
-    median over HAIRLINE_WINDOW pixels around each pixel of the image where
-    the ink is the bright part (see `_signed_ink`), and the ink's polarity
-    judged against that median.
+def _hairline_paper(grey):
+    """The paper for a hairline (a `_Paper`): its level, as `_measure_paper`
+    measures it; its map, the median over HAIRLINE_WINDOW pixels around each
+    pixel of the image where the ink is the bright part (see `_signed_ink`);
+    and the ink's polarity, judged against that median.
 
     A line a pixel or two wide never fills half the window; the paper's
     blotches and light are wider and stay in the map. The line stands out
     from it on one side only, and the paper's noise on both: the ink is on
-    the side whose TAIL_FRACTION of the pixels stands out further. Under
-    uneven light, `_measure_paper` judged on a thumbnail, where a hairline
-    has faded into the paper; where that judgement does not hold, the
-    polarity and the paper's level are turned over.
+    the side whose TAIL_FRACTION of the pixels stands out further.
+    (`_measure_paper` judges uneven light on a thumbnail, where a hairline
+    has faded into the paper, and makes a map a hairline does not use.)
     """
-    for dark_ink in (paper.dark_ink, not paper.dark_ink):
+    (paper,) = _quantiles(_subsample(_border(grey)), (0.5,))
+    # Dark ink first, the usual case: its map then costs one median.
+    for dark_ink in (True, False):
         bright = cv2.convertScaleAbs(255.0 - grey if dark_ink else grey)
         median = cv2.medianBlur(bright, HAIRLINE_WINDOW)
         # Shifted by 128 into uint8 for `_levels_at`'s histogram: the line
@@ -238,5 +239,4 @@ def _hairline_paper(grey, paper):
         )
         if above - 128 >= 128 - below:
             break
-    level = paper.level if dark_ink == paper.dark_ink else 255.0 - paper.level
-    return _Paper(dark_ink, level, median.astype(np.float32))
+    return _Paper(dark_ink, 255.0 - paper if dark_ink else paper, median.astype(np.float32))

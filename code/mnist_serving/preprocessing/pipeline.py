@@ -176,9 +176,7 @@ def _find_ink(full, scale, working_size, record, hairline=False):
     record("grey", grey)
     grey = _suppress_noise(grey)
     record("denoised", grey)
-    paper = _measure_paper(grey)
-    if hairline:
-        paper = _hairline_paper(grey, paper)
+    paper = _hairline_paper(grey) if hairline else _measure_paper(grey)
     signed = _signed_ink(grey, paper, paper.background)
     _record_ink(record, signed)
     levels = _ink_levels(signed, mapped=paper.background is not None)

@@ -19,9 +19,9 @@ from mnist_serving.preprocessing.ink import (
 )
 from mnist_serving.preprocessing.measures import (
     _border_pieces,
+    _pieces_noise,
     _quantiles,
     _row_medians,
-    _row_spreads,
     _subsample,
 )
 from mnist_serving.preprocessing.width import stroke_width
@@ -172,7 +172,7 @@ def _cut_strokes(detail, found):
     # the pieces' levels leaves out ink that reaches a few of them.
     pieces = _border_pieces(detail)
     (paper_level,) = _quantiles(_row_medians(pieces), (0.75,))
-    (noise,) = _quantiles(_row_spreads(pieces), (0.5,))
+    noise = _pieces_noise(pieces)
     floor = paper_level + PAPER_NOISE_SIGMAS * noise
     inked = detail[detail > floor]
     if inked.size == 0:
