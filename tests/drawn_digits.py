@@ -59,6 +59,13 @@ def ink_iou(first, second):
     return np.count_nonzero(first & second) / np.count_nonzero(first | second)
 
 
+def pieces_of_paper(strokes):
+    """The pieces of paper that uint8 0/255 strokes leave, the one around
+    them included."""
+    paper = cv2.copyMakeBorder(255 - strokes, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
+    return cv2.connectedComponents(paper, connectivity=4)[0] - 1
+
+
 def assert_mnist_form(image, box_slack=2):
     """MNIST form: uint8 28x28, black background, white digit of longer side
     20 inside the central 20x20 box (give or take `box_slack` pixels for

@@ -9,7 +9,7 @@ import numpy as np
 import photo_bench
 import photo_groups
 import pytest
-from drawn_digits import ink_iou
+from drawn_digits import ink_iou, pieces_of_paper
 
 from mnist_serving import config, preprocessing
 
@@ -96,6 +96,10 @@ LIGHT_PHOTO_439_STATE, LIGHT_PHOTO_439_DIGIT = 183595293870196472457964283476515
 # Photo 1224 of the `pen` group with --seed 1.
 PEN_GROUP_SEED_1_INCREMENT = 159655472839635311709869562931416576247
 PEN_PHOTO_1224_STATE, PEN_PHOTO_1224_DIGIT = 137239989859195418595285945071568598941, 3724
+# Photos 311 and 821 of the `chalk` group with --seed 1.
+CHALK_GROUP_SEED_1_INCREMENT = 287730764306634755224645151348277318435
+CHALK_PHOTO_311_STATE, CHALK_PHOTO_311_DIGIT = 178538724975970146970117499332829520201, 9061
+CHALK_PHOTO_821_STATE, CHALK_PHOTO_821_DIGIT = 50604167548878303467273580794791461358, 9571
 
 
 def pinned_photo(draw, test_images, state, digit, increment):
@@ -179,6 +183,37 @@ def test_a_hairline_on_a_large_unevenly_lit_page_is_found_dark_not_called_blank(
     )
     result = preprocessing.to_mnist(drawing.photo)
     assert ink_iou(result, drawing.drawn) >= 0.9
+
+
+def chalk_strokes_seed_1(test_images, state, digit):
+    """The strokes that the recipe cuts from a pinned `chalk` photo at seed 1."""
+    drawing = pinned_photo(
+        photo_groups.draw_chalk, test_images, state, digit, CHALK_GROUP_SEED_1_INCREMENT
+    )
+    steps = {}
+    preprocessing.to_mnist(drawing.photo, steps)
+    return steps["strokes"]
+
+
+def test_grain_inside_a_thick_chalk_stroke_is_filled_not_left_as_a_loop(mnist):
+    # A 1 in chalk nearly a fifth of its height wide: the grain left holes
+    # in the cut too large to pass for pinholes, and narrowing the stroke
+    # widened them into a loop at the top: the 1 was read as an 8. The
+    # chalk, smoothed, covers every one of them.
+    (_, _), (test_images, test_labels) = mnist
+    assert test_labels[CHALK_PHOTO_311_DIGIT] == 1
+    strokes = chalk_strokes_seed_1(test_images, CHALK_PHOTO_311_STATE, CHALK_PHOTO_311_DIGIT)
+    assert pieces_of_paper(strokes) == 1  # The paper around the 1, no hole.
+
+
+def test_a_chalk_nines_loop_stays_paper_where_its_grain_is_filled(mnist):
+    # Where the chalk, smoothed, dips inside a hole, the hole is a loop, not
+    # grain: the 9 keeps its loop (and was read as a 4 with the grain's
+    # holes, which had joined the loop to the paper around).
+    (_, _), (test_images, test_labels) = mnist
+    assert test_labels[CHALK_PHOTO_821_DIGIT] == 9
+    strokes = chalk_strokes_seed_1(test_images, CHALK_PHOTO_821_STATE, CHALK_PHOTO_821_DIGIT)
+    assert pieces_of_paper(strokes) == 2  # The paper around, and the loop.
 
 
 def test_a_photo_found_blank_counts_as_read_wrong_whatever_the_model_guesses(mnist):

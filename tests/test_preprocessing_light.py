@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 import pytest
-from drawn_digits import SIZE, assert_mnist_form, draw_digit, ink_match
+from drawn_digits import SIZE, assert_mnist_form, draw_digit, ink_match, pieces_of_paper
 
 from mnist_serving import preprocessing
 from mnist_serving.preprocessing import pipeline
@@ -79,13 +79,6 @@ def chalk_on_a_board(digit, thickness):
         np.where(missed & (board > 140), 60, board).astype(np.float32), (0, 0), 1.0
     )
     return grainy.astype(np.uint8), board
-
-
-def pieces_of_paper(strokes):
-    """The pieces of paper that uint8 0/255 strokes leave, the one around
-    them included."""
-    paper = cv2.copyMakeBorder(255 - strokes, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=255)
-    return cv2.connectedComponents(paper, connectivity=4)[0] - 1
 
 
 def test_chalk_grain_leaves_no_holes_in_the_strokes():

@@ -65,6 +65,12 @@ SMALL_HOLE = 0.002
 VALLEY_WIDTH = 5
 VALLEY_DEPTH = 0.1
 GRAINY_INK = 0.01
+# In grainy ink the grain also leaves holes in the cut too large to pass for
+# pinholes, and narrowing widens them into loops (a thick chalk 1 read as an
+# 8). A hole there is filled where the ink smoothed by PEAK_SMOOTHING stays
+# above GRAIN_LEVEL of the local peak all over it: a loop, even one that the
+# chalk all but closed, dips below.
+GRAIN_LEVEL = 0.55
 
 # Stroke width (`stroke_width`) relative to the digit's longer side. MNIST's
 # test digits measure 0.093 (10th percentile), 0.127 (median) and 0.18
@@ -189,15 +195,48 @@ def _cut_strokes(detail, found):
     # Pinholes (chalk's grain, JPEG's ringing) are filled where most of a
     # pixel's neighbours are ink; a hairline one pixel wide stays.
     strokes = np.maximum(strokes, cv2.medianBlur(strokes, 3))
-    return _Cut(_finished(strokes, found), strokes, peak)
+    grainy = _grainy(detail, strokes, peak)
+    if grainy:
+        solid = smoothed >= local_peak * np.float32(GRAIN_LEVEL)
+        strokes = _with_grain_holes_filled(strokes, solid)
+    return _Cut(_finished(strokes, found), strokes, peak, grainy)
+
+
+def _grainy(detail, strokes, peak):
+    """Whether the ink inside the 0/1 `strokes` is grainy, as chalk is: the
+    median distance of its pixels to their 3x3 median, over the `peak`, is
+    above GRAINY_INK. Pen and print measure below it, chalk mostly several
+    times more."""
+    inside = cv2.erode(strokes, np.ones((3, 3), np.uint8)) > 0
+    grain = np.abs(detail - cv2.medianBlur(detail, 3))[inside]
+    return grain.size > 0 and _quantiles(_subsample(grain), (0.5,))[0] > GRAINY_INK * peak
+
+
+def _with_grain_holes_filled(strokes, solid):
+    """0/1 strokes with the holes that grain left filled: pieces of paper
+    enclosed by ink and `solid` (boolean, same grid: where the smoothed ink
+    stays above GRAIN_LEVEL of its local peak) all over."""
+    count, labels = cv2.connectedComponents(1 - strokes, connectivity=4)
+    if count <= 2:
+        return strokes
+    border = np.zeros(count, dtype=bool)
+    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
+        border[edge] = True
+    dips = np.bincount(labels.ravel(), weights=~solid.ravel(), minlength=count)
+    grain = ~border & (dips == 0)
+    grain[0] = False
+    if not grain.any():
+        return strokes
+    return np.where(grain[labels], np.uint8(1), strokes)
 
 
 class _Cut(NamedTuple):
     """The strokes `_cut_strokes` cut, and how they were cut."""
 
     strokes: np.ndarray  # uint8 0/255, cropped to them.
-    joined: np.ndarray  # 0/1 on the detail's grid, before pieces and holes.
+    joined: np.ndarray  # 0/1 on the detail's grid, before pieces and small holes.
     peak: float  # The digit's strongest ink.
+    grainy: bool  # Whether the ink is grainy (`_grainy`).
 
 
 def _finished(joined, found, valleys=None):
@@ -213,13 +252,9 @@ def _with_valleys_open(detail, found, cut):
     of the `detail`. None when there is none, or the ink is grainy (chalk),
     whose every grain would pass for a valley.
     """
-    inside = cv2.erode(cut.joined, np.ones((3, 3), np.uint8)) > 0
-    # The grain: the median distance of the ink inside the strokes to its
-    # 3x3 median, over the peak. Pen and print measure below 0.01, chalk
-    # mostly several times more.
-    grain = np.abs(detail - cv2.medianBlur(detail, 3))[inside]
-    if grain.size == 0 or _quantiles(_subsample(grain), (0.5,))[0] > GRAINY_INK * cut.peak:
+    if cut.grainy:
         return None
+    inside = cv2.erode(cut.joined, np.ones((3, 3), np.uint8)) > 0
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (VALLEY_WIDTH, VALLEY_WIDTH))
     dips = cv2.morphologyEx(detail, cv2.MORPH_BLACKHAT, disc) > VALLEY_DEPTH * cut.peak
     valleys = inside & dips
