@@ -196,10 +196,8 @@ def _cut_strokes(detail, found):
     # pixel's neighbours are ink; a hairline one pixel wide stays.
     strokes = np.maximum(strokes, cv2.medianBlur(strokes, 3))
     grainy = _grainy(detail, strokes, peak)
-    if grainy:
-        solid = smoothed >= local_peak * np.float32(GRAIN_LEVEL)
-        strokes = _with_grain_holes_filled(strokes, solid)
-    return _Cut(_finished(strokes, found), strokes, peak, grainy)
+    solid = smoothed >= local_peak * np.float32(GRAIN_LEVEL) if grainy else None
+    return _Cut(_finished(strokes, found, solid=solid), strokes, peak, grainy)
 
 
 def _grainy(detail, strokes, peak):
@@ -212,37 +210,20 @@ def _grainy(detail, strokes, peak):
     return grain.size > 0 and _quantiles(_subsample(grain), (0.5,))[0] > GRAINY_INK * peak
 
 
-def _with_grain_holes_filled(strokes, solid):
-    """0/1 strokes with the holes that grain left filled: pieces of paper
-    enclosed by ink and `solid` (boolean, same grid: where the smoothed ink
-    stays above GRAIN_LEVEL of its local peak) all over."""
-    count, labels = cv2.connectedComponents(1 - strokes, connectivity=4)
-    if count <= 2:
-        return strokes
-    border = np.zeros(count, dtype=bool)
-    for edge in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        border[edge] = True
-    dips = np.bincount(labels.ravel(), weights=~solid.ravel(), minlength=count)
-    grain = ~border & (dips == 0)
-    grain[0] = False
-    if not grain.any():
-        return strokes
-    return np.where(grain[labels], np.uint8(1), strokes)
-
-
 class _Cut(NamedTuple):
     """The strokes `_cut_strokes` cut, and how they were cut."""
 
     strokes: np.ndarray  # uint8 0/255, cropped to them.
-    joined: np.ndarray  # 0/1 on the detail's grid, before pieces and small holes.
+    joined: np.ndarray  # 0/1 on the detail's grid, before pieces and holes.
     peak: float  # The digit's strongest ink.
     grainy: bool  # Whether the ink is grainy (`_grainy`).
 
 
-def _finished(joined, found, valleys=None):
+def _finished(joined, found, valleys=None, solid=None):
     """The cut strokes (0/1) without pieces away from the ink `found` and
-    with their small holes filled (but those holding `valleys`), cropped."""
-    return _cropped(_without_small_holes(_pieces_touching(joined, found), valleys))
+    with their small holes filled (but those holding `valleys`; see
+    `_without_small_holes` for `solid`), cropped."""
+    return _cropped(_without_small_holes(_pieces_touching(joined, found), valleys, solid))
 
 
 def _with_valleys_open(detail, found, cut):
@@ -276,23 +257,29 @@ def _pieces_touching(strokes, found):
     return touching[labels].view(np.uint8)
 
 
-def _without_small_holes(strokes, valleys=None):
+def _without_small_holes(strokes, valleys=None, solid=None):
     """0/1 strokes with their small holes filled: pieces of paper enclosed by
     ink and smaller than SMALL_HOLE of the image (chalk's grain; a digit's
-    loops are larger), except those holding `valleys` (boolean, same grid)."""
+    loops are larger) or, in grainy ink, `solid` all over (boolean, same
+    grid: where the smoothed ink stays above GRAIN_LEVEL of its local peak),
+    except those holding `valleys` (boolean, same grid)."""
     _, labels, stats, _ = cv2.connectedComponentsWithStats(1 - strokes, connectivity=4)
     height, width = strokes.shape
     left, top = stats[:, cv2.CC_STAT_LEFT], stats[:, cv2.CC_STAT_TOP]
     right = left + stats[:, cv2.CC_STAT_WIDTH]
     bottom = top + stats[:, cv2.CC_STAT_HEIGHT]
     enclosed = (left > 0) & (top > 0) & (right < width) & (bottom < height)
-    small = enclosed & (stats[:, cv2.CC_STAT_AREA] < SMALL_HOLE * strokes.size)
-    small[0] = False  # Label 0: the ink itself.
+    filled = enclosed & (stats[:, cv2.CC_STAT_AREA] < SMALL_HOLE * strokes.size)
+    if solid is not None:
+        # Grain's larger holes: no pixel of them where the smoothed ink dips.
+        dips = np.bincount(labels.ravel(), weights=~solid.ravel(), minlength=len(stats))
+        filled |= enclosed & (dips == 0)
+    filled[0] = False  # Label 0: the ink itself.
     if valleys is not None:
-        small[labels[valleys]] = False  # Cut out on purpose.
-    if not small.any():
+        filled[labels[valleys]] = False  # Cut out on purpose.
+    if not filled.any():
         return strokes
-    return np.where(small[labels], np.uint8(1), strokes)
+    return np.where(filled[labels], np.uint8(1), strokes)
 
 
 def _relative_width(strokes):
